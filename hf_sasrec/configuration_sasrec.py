@@ -1,0 +1,114 @@
+"""Configuration of SASRec, the base of every variant in this package."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+LOSS_TYPES = ("ce", "sampled_softmax", "bce", "infonce")
+NEGATIVE_SAMPLERS = ("uniform", "log_uniform")
+
+
+@strict
+class SASRecConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`SASRecModel`] (Kang & McAuley, ICDM 2018) with modern defaults: RMSNorm, pre-norm blocks,
+    learned absolute positions counted from the first real item of a sequence.
+
+    Items are tokens of the item tokenizer: id `pad_token_id` (0) is padding and ids below `num_special_tokens` are
+    special tokens (`<PAD>`, `<UNK>`, `<BOS>`, `<EOS>`, `<MASK>`) that are never scored as items.
+
+    Args:
+        vocab_size: number of item tokens, special tokens included.
+        hidden_size: width of item embeddings and hidden states.
+        num_hidden_layers: number of self-attention blocks.
+        num_attention_heads: attention heads; must divide `hidden_size`.
+        intermediate_size: width of the point-wise feed-forward layer (SASRec uses `hidden_size`).
+        hidden_act: activation of the feed-forward layer.
+        max_position_embeddings: longest history the model reads.
+        hidden_dropout_prob: dropout on embeddings and on the output of every sublayer.
+        attention_dropout: dropout on attention weights.
+        rms_norm_eps: epsilon of RMSNorm.
+        norm_first: pre-norm blocks (`True`) or post-norm blocks as in the original SASRec (`False`).
+        scale_embeddings: multiply item embeddings by `sqrt(hidden_size)` as the original SASRec does.
+        initializer_range: standard deviation of the normal weight initialisation.
+        num_special_tokens: token ids below this are special tokens, excluded from losses and rankings.
+        loss_type: `"ce"` (full softmax), `"sampled_softmax"`, `"bce"` (one negative a position, as in SASRec) or
+            `"infonce"` (in-batch negatives).
+        num_negatives: negatives a position for `"sampled_softmax"`.
+        negative_sampler: `"uniform"` over items, or `"log_uniform"` (Zipfian over popularity-ordered ids).
+        logq_correction: subtract the log sampling probability from the logits of sampled negatives.
+        temperature: logit temperature of `"infonce"` and `"sampled_softmax"`.
+    """
+
+    model_type = "sasrec"
+
+    vocab_size: int = 1024
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 2
+    intermediate_size: int | None = None
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 200
+    hidden_dropout_prob: float | int = 0.2
+    attention_dropout: float | int = 0.2
+    rms_norm_eps: float | int = 1e-6
+    norm_first: bool = True
+    scale_embeddings: bool = True
+    initializer_range: float | int = 0.02
+    num_special_tokens: int = 5
+    loss_type: str = "ce"
+    num_negatives: int = 256
+    negative_sampler: str = "uniform"
+    logq_correction: bool = True
+    temperature: float | int = 1.0
+    pad_token_id: int | None = 0
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        if self.intermediate_size is None:
+            self.intermediate_size = self.hidden_size
+        self.check_values()
+        super().__post_init__(**kwargs)
+
+    def check_values(self) -> None:
+        """Raise `ValueError` naming the first field whose value cannot build a model."""
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})."
+            )
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"Unknown loss_type {self.loss_type!r}; expected one of {LOSS_TYPES}.")
+        if self.negative_sampler not in NEGATIVE_SAMPLERS:
+            raise ValueError(
+                f"Unknown negative_sampler {self.negative_sampler!r}; expected one of {NEGATIVE_SAMPLERS}."
+            )
+        if self.pad_token_id != 0:
+            raise ValueError(f"pad_token_id must be 0 (the item tokenizer's <PAD>), got {self.pad_token_id}.")
+        if not 0 < self.num_special_tokens < self.vocab_size:
+            raise ValueError(
+                f"num_special_tokens ({self.num_special_tokens}) must be positive and below vocab_size "
+                f"({self.vocab_size}): the vocabulary holds no item."
+            )
+        for name in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "num_negatives",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        for name in ("hidden_dropout_prob", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}.")
+
+    @property
+    def num_items(self) -> int:
+        """Number of real items in the vocabulary."""
+        return self.vocab_size - self.num_special_tokens
+
+
+__all__ = ["SASRecConfig"]

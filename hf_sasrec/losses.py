@@ -1,0 +1,179 @@
+"""Next-item losses shared by every variant.
+
+Every loss takes the hidden states of the positions that predict an item and the item embedding table the scores
+come from (the output layer), and ignores positions whose label is `-100` or a special token (padding included).
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+BCE_RESAMPLE_ROUNDS = 4
+
+
+def select_targets(
+    hidden_states: torch.Tensor, labels: torch.LongTensor, num_special_tokens: int
+) -> tuple[torch.Tensor, torch.LongTensor, torch.BoolTensor]:
+    """Keep the positions that have an item to predict.
+
+    Args:
+        hidden_states: `[batch, length, hidden]`.
+        labels: `[batch, length]`, the item that follows each position, `-100` or a special id where none does.
+
+    Returns:
+        `([num_targets, hidden], [num_targets], [batch, length] bool)`: the kept states, their items, the mask.
+    """
+    mask = labels >= num_special_tokens
+    return hidden_states[mask], labels[mask], mask
+
+
+def sample_items(
+    shape: tuple[int, ...], num_special_tokens: int, vocab_size: int, sampler: str, device: torch.device
+) -> torch.LongTensor:
+    """Draw item ids in `[num_special_tokens, vocab_size)`.
+
+    `"uniform"` draws every item alike; `"log_uniform"` draws rank `r` (0 = most popular item) with probability
+    `log((r + 2) / (r + 1)) / log(num_items + 1)`, a Zipfian proxy of popularity, since the item tokenizer numbers
+    items by descending popularity.
+    """
+    num_items = vocab_size - num_special_tokens
+    if sampler == "uniform":
+        return torch.randint(num_special_tokens, vocab_size, shape, device=device)
+    uniform = torch.rand(shape, device=device)
+    ranks = (torch.exp(uniform * math.log(num_items + 1)) - 1).long().clamp_(0, num_items - 1)
+    return ranks + num_special_tokens
+
+
+def sampling_log_prob(items: torch.LongTensor, num_special_tokens: int, vocab_size: int, sampler: str) -> torch.Tensor:
+    """Log probability that one draw of `sample_items` returns `items`."""
+    num_items = vocab_size - num_special_tokens
+    if sampler == "uniform":
+        return torch.full(items.shape, -math.log(num_items), device=items.device)
+    ranks = (items - num_special_tokens).double()
+    return (torch.log((ranks + 2) / (ranks + 1)) / math.log(num_items + 1)).log().float()
+
+
+def full_softmax_loss(
+    hidden: torch.Tensor, targets: torch.LongTensor, item_weight: torch.Tensor, num_special_tokens: int
+) -> torch.Tensor:
+    """Cross-entropy over every item. `hidden`: `[num_targets, hidden]`, `targets`: `[num_targets]`."""
+    logits = hidden @ item_weight[num_special_tokens:].T
+    return F.cross_entropy(logits.float(), targets - num_special_tokens)
+
+
+def sampled_softmax_loss(
+    hidden: torch.Tensor,
+    targets: torch.LongTensor,
+    item_weight: torch.Tensor,
+    num_special_tokens: int,
+    num_negatives: int,
+    sampler: str,
+    logq_correction: bool,
+    temperature: float,
+) -> torch.Tensor:
+    """Softmax over each target and `num_negatives` negatives shared by the batch.
+
+    A negative that equals the target is masked out. With `logq_correction`, the logit of each negative is lowered
+    by the log of its expected count in the sample, so that the loss estimates the full softmax.
+    """
+    vocab_size = item_weight.shape[0]
+    negatives = sample_items((num_negatives,), num_special_tokens, vocab_size, sampler, hidden.device)
+    positive_logits = (hidden * item_weight[targets]).sum(-1, keepdim=True)
+    negative_logits = hidden @ item_weight[negatives].T
+    if logq_correction:
+        expected_count = math.log(num_negatives) + sampling_log_prob(
+            negatives, num_special_tokens, vocab_size, sampler
+        )
+        negative_logits = negative_logits - expected_count * temperature
+    negative_logits = negative_logits.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+    logits = torch.cat([positive_logits, negative_logits], dim=-1).float() / temperature
+    return F.cross_entropy(logits, torch.zeros_like(targets))
+
+
+def binary_cross_entropy_loss(
+    hidden_states: torch.Tensor,
+    labels: torch.LongTensor,
+    input_ids: torch.LongTensor,
+    item_weight: torch.Tensor,
+    num_special_tokens: int,
+) -> torch.Tensor:
+    """The original SASRec loss: each target against one negative the user never interacted with in this row.
+
+    `hidden_states`, `labels`, `input_ids`: `[batch, length, ...]`. Negatives that fall on an item of the row are
+    drawn again a few times; the rare one left after that is kept (the row holds a tiny share of the catalog).
+    """
+    mask = labels >= num_special_tokens
+    seen = torch.cat([input_ids, labels.clamp(min=0)], dim=1)
+    negatives = sample_items(labels.shape, num_special_tokens, item_weight.shape[0], "uniform", labels.device)
+    for _ in range(BCE_RESAMPLE_ROUNDS):
+        collides = (negatives[:, :, None] == seen[:, None, :]).any(-1)
+        if not collides.any():
+            break
+        fresh = sample_items(labels.shape, num_special_tokens, item_weight.shape[0], "uniform", labels.device)
+        negatives = torch.where(collides, fresh, negatives)
+    hidden = hidden_states[mask]
+    positive_logits = (hidden * item_weight[labels[mask]]).sum(-1).float()
+    negative_logits = (hidden * item_weight[negatives[mask]]).sum(-1).float()
+    return F.binary_cross_entropy_with_logits(
+        positive_logits, torch.ones_like(positive_logits)
+    ) + F.binary_cross_entropy_with_logits(negative_logits, torch.zeros_like(negative_logits))
+
+
+def in_batch_softmax_loss(
+    hidden: torch.Tensor, targets: torch.LongTensor, item_weight: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """InfoNCE: each target against the targets of every other position in the batch.
+
+    Another position with the same target item is not a negative and is masked out.
+    """
+    candidates = item_weight[targets]
+    logits = (hidden @ candidates.T).float() / temperature
+    same_item = targets[:, None] == targets[None, :]
+    same_item.fill_diagonal_(False)
+    logits = logits.masked_fill(same_item, float("-inf"))
+    return F.cross_entropy(logits, torch.arange(len(targets), device=targets.device))
+
+
+def next_item_loss(
+    hidden_states: torch.Tensor,
+    labels: torch.LongTensor,
+    item_weight: torch.Tensor,
+    config,
+    input_ids: torch.LongTensor | None = None,
+) -> torch.Tensor:
+    """The loss named by `config.loss_type`.
+
+    Args:
+        hidden_states: `[batch, length, hidden]`, the final hidden states.
+        labels: `[batch, length]`; `labels[b, t]` is the item that follows position `t` (labels are aligned with the
+            inputs, not shifted inside), `-100` or a special id where there is none.
+        item_weight: `[vocab_size, hidden]`, the output item embeddings.
+        config: the model's [`SASRecConfig`].
+        input_ids: `[batch, length]`, needed by `"bce"` to keep negatives out of the user's row.
+    """
+    num_special = config.num_special_tokens
+    if config.loss_type == "bce":
+        if input_ids is None:
+            raise ValueError("loss_type='bce' needs input_ids to draw negatives outside the user's history.")
+        if not (labels >= num_special).any():
+            return hidden_states.sum() * 0.0
+        return binary_cross_entropy_loss(hidden_states, labels, input_ids, item_weight, num_special)
+    hidden, targets, _ = select_targets(hidden_states, labels, num_special)
+    if len(targets) == 0:
+        return hidden_states.sum() * 0.0
+    if config.loss_type == "ce":
+        return full_softmax_loss(hidden, targets, item_weight, num_special)
+    if config.loss_type == "sampled_softmax":
+        return sampled_softmax_loss(
+            hidden,
+            targets,
+            item_weight,
+            num_special,
+            config.num_negatives,
+            config.negative_sampler,
+            config.logq_correction,
+            config.temperature,
+        )
+    return in_batch_softmax_loss(hidden, targets, item_weight, config.temperature)

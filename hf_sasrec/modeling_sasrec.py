@@ -1,0 +1,384 @@
+"""SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018) as a transformers model.
+
+Every variant of this package subclasses the modules below and replaces only the part its idea changes: the
+input encoding (`add_input_modules`, `embed`, `layer_inputs`), the attention or MLP class of a block, or the
+residual wiring (`run_blocks`).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput, ModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.utils import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_sasrec import SASRecConfig
+from .losses import next_item_loss
+
+
+class SASRecRMSNorm(nn.Module):
+    """Root-mean-square layer norm with a learned scale, computed in float32."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+
+def positions_from_mask(attention_mask: torch.BoolTensor) -> torch.LongTensor:
+    """Position ids that count from each row's first real item: `[batch, length]`, 0 on left padding."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def build_attention_mask(attention_mask: torch.BoolTensor, attn_implementation: str) -> torch.Tensor:
+    """The mask every attention implementation of this package takes.
+
+    Flash attention takes the `[batch, length]` padding mask and applies causality itself. The others take a boolean
+    `[batch, 1, length, length]` mask, `True` where query `i` may attend to key `j`: `j <= i` and `j` is a real item.
+    A padding query also attends to itself, so that its row is never empty (its output is discarded anyway): this
+    keeps softmax finite with left padding.
+    """
+    if attn_implementation.startswith("flash"):
+        return attention_mask
+    length = attention_mask.shape[-1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
+    allowed = causal[None, :, :] & attention_mask[:, None, :]
+    allowed = allowed | torch.eye(length, dtype=torch.bool, device=attention_mask.device)
+    return allowed[:, None, :, :]
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention in plain torch ops.
+
+    `query`, `key`, `value`: `[batch, heads, length, head_dim]`; `attention_mask`: boolean `[batch, 1, length,
+    length]`. Returns the output `[batch, length, heads, head_dim]` and the weights `[batch, heads, length, length]`.
+    """
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights.masked_fill(~attention_mask, torch.finfo(attn_weights.dtype).min)
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class SASRecAttention(nn.Module):
+    """Causal multi-head self-attention, dispatched to the implementation named by `config._attn_implementation`."""
+
+    def __init__(self, config: SASRecConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_dropout
+        self.is_causal = True
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def split_heads(self, states: torch.Tensor) -> torch.Tensor:
+        """`[batch, length, hidden]` to `[batch, heads, length, head_dim]`."""
+        return states.view(*states.shape[:-1], self.num_heads, self.head_dim).transpose(1, 2)
+
+    def project(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values, each `[batch, heads, length, head_dim]`."""
+        return (
+            self.split_heads(self.q_proj(hidden_states)),
+            self.split_heads(self.k_proj(hidden_states)),
+            self.split_heads(self.v_proj(hidden_states)),
+        )
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`hidden_states`: `[batch, length, hidden]`. Returns the output `[batch, length, hidden]` and the attention
+        weights `[batch, heads, length, length]` where the implementation provides them."""
+        query, key, value = self.project(hidden_states, **kwargs)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+        )
+        attn_output = attn_output.reshape(*hidden_states.shape[:-1], -1)
+        return self.o_proj(attn_output), attn_weights
+
+
+class SASRecMLP(nn.Module):
+    """SASRec's point-wise feed-forward network: `W_2 dropout(act(W_1 x))`."""
+
+    def __init__(self, config: SASRecConfig, intermediate_size: int | None = None):
+        super().__init__()
+        intermediate_size = intermediate_size or config.intermediate_size
+        self.up_proj = nn.Linear(config.hidden_size, intermediate_size)
+        self.down_proj = nn.Linear(intermediate_size, config.hidden_size)
+        self.act_fn = ACT2FN[config.hidden_act]
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.dropout(self.act_fn(self.up_proj(hidden_states))))
+
+
+class SASRecBlock(GradientCheckpointingLayer):
+    """Self-attention then MLP, each with a residual connection, pre-norm (`config.norm_first`) or post-norm."""
+
+    attention_class: type[nn.Module] = SASRecAttention
+    mlp_class: type[nn.Module] = SASRecMLP
+
+    def __init__(self, config: SASRecConfig, layer_idx: int):
+        super().__init__()
+        self.norm_first = config.norm_first
+        self.self_attn = self.attention_class(config, layer_idx)
+        self.mlp = self.mlp_class(config)
+        self.attention_norm = SASRecRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp_norm = SASRecRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def attend(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
+        """The attention sublayer without its residual: `[batch, length, hidden]` in and out."""
+        attn_output, _ = self.self_attn(hidden_states, attention_mask=attention_mask, **kwargs)
+        return self.dropout(attn_output)
+
+    def feed_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The MLP sublayer without its residual: `[batch, length, hidden]` in and out."""
+        return self.dropout(self.mlp(hidden_states))
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
+        if self.norm_first:
+            hidden_states = hidden_states + self.attend(self.attention_norm(hidden_states), attention_mask, **kwargs)
+            return hidden_states + self.feed_forward(self.mlp_norm(hidden_states))
+        hidden_states = self.attention_norm(hidden_states + self.attend(hidden_states, attention_mask, **kwargs))
+        return self.mlp_norm(hidden_states + self.feed_forward(hidden_states))
+
+
+class SASRecPreTrainedModel(PreTrainedModel):
+    config: SASRecConfig
+    config_class = SASRecConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SASRecBlock"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _can_record_outputs = {"hidden_states": SASRecBlock, "attentions": SASRecAttention}
+
+
+class SASRecModel(SASRecPreTrainedModel):
+    """The SASRec encoder: item (and position) embeddings, causal self-attention blocks, a final RMSNorm.
+
+    Its `last_hidden_state` at a user's last real position is the user representation that scores every item
+    against the item embeddings.
+    """
+
+    block_class: type[SASRecBlock] = SASRecBlock
+    output_class: type[BaseModelOutput] = BaseModelOutput
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.embedding_scale = config.hidden_size**0.5 if config.scale_embeddings else 1.0
+        self.add_input_modules(config)
+        self.embedding_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.layers = nn.ModuleList([self.block_class(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = SASRecRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def add_input_modules(self, config: SASRecConfig) -> None:
+        """Modules between the item embeddings and the first block: learned absolute positions for SASRec."""
+        self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embed_tokens = value
+
+    def embed(self, inputs_embeds: torch.Tensor, position_ids: torch.LongTensor) -> torch.Tensor:
+        """Input of the first block: scaled item embeddings plus position embeddings, `[batch, length, hidden]`."""
+        return inputs_embeds * self.embedding_scale + self.embed_positions(position_ids)
+
+    def layer_inputs(self, hidden_states: torch.Tensor, position_ids: torch.LongTensor, **kwargs) -> dict:
+        """Extra keyword inputs every block receives (none for SASRec)."""
+        return {}
+
+    def run_blocks(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, **layer_kwargs) -> torch.Tensor:
+        """Apply the blocks in order: `[batch, length, hidden]` in and out."""
+        for block in self.layers:
+            hidden_states = block(hidden_states, attention_mask, **layer_kwargs)
+        return hidden_states
+
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutput:
+        r"""
+        Args:
+            input_ids: `[batch, length]` item token ids, 0 for padding; left or right padding.
+            attention_mask: `[batch, length]`, 1 for real items; derived from `input_ids != 0` when omitted.
+            position_ids: `[batch, length]`; by default they count from each row's first real item, so that the
+                same history gives the same outputs whatever its padding.
+            inputs_embeds: `[batch, length, hidden]` item embeddings to use instead of `input_ids`.
+
+        Returns:
+            [`BaseModelOutput`] whose `last_hidden_state` is `[batch, length, hidden]`.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        if attention_mask is None:
+            if input_ids is None:
+                raise ValueError("attention_mask is required with inputs_embeds: padding cannot be read from it.")
+            attention_mask = input_ids.ne(self.config.pad_token_id)
+        attention_mask = attention_mask.bool()
+        if position_ids is None:
+            position_ids = positions_from_mask(attention_mask)
+        hidden_states = self.embed(inputs_embeds, position_ids)
+        hidden_states = self.embedding_dropout(hidden_states) * attention_mask[..., None]
+        mask = build_attention_mask(attention_mask, self.config._attn_implementation)
+        layer_kwargs = self.layer_inputs(hidden_states, position_ids, attention_mask=attention_mask, **kwargs)
+        hidden_states = self.run_blocks(hidden_states, mask, **layer_kwargs)
+        return self.output_class(last_hidden_state=self.norm(hidden_states))
+
+
+def last_real_states(hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The state at each row's last real item, the user representation: `[batch, length, hidden]` to
+    `[batch, hidden]`. Works for left and right padding; a row without any item is an error."""
+    attention_mask = attention_mask.bool()
+    empty = ~attention_mask.any(-1)
+    if empty.any():
+        raise ValueError(f"Empty history at batch rows {empty.nonzero().flatten().tolist()}: nothing to represent.")
+    length = attention_mask.shape[-1]
+    positions = torch.arange(length, device=attention_mask.device).expand_as(attention_mask)
+    last = positions.masked_fill(~attention_mask, -1).amax(-1)
+    return hidden_states[torch.arange(len(last), device=last.device), last]
+
+
+@dataclass
+class SASRecCausalLMOutput(ModelOutput):
+    r"""
+    loss: scalar next-item loss (plus any auxiliary loss of the variant) when `labels` are given.
+    logits: `[batch, kept_positions, vocab_size]` item scores at the positions `logits_to_keep` selects.
+    hidden_states: per-block hidden states when requested.
+    attentions: per-block attention weights `[batch, heads, length, length]` when requested.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class SASRecForCausalLM(SASRecPreTrainedModel):
+    """SASRec with its next-item head: item scores are dot products with the (tied) item embeddings."""
+
+    base_model_class: type[SASRecModel] = SASRecModel
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__(config)
+        self.model = self.base_model_class(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """Save as transformers does, naming the encoder in `auto_map` too, so that both `AutoModel` and
+        `AutoModelForCausalLM` load the checkpoint with `trust_remote_code=True` where this package is absent."""
+        if self._auto_class is not None:
+            encoder = self.base_model_class
+            module = encoder.__module__.rsplit(".", 1)[-1]
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": f"{module}.{encoder.__name__}",
+            }
+        super().save_pretrained(save_directory, *args, **kwargs)
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> SASRecCausalLMOutput:
+        r"""
+        Args:
+            labels: `[batch, length]`; `labels[b, t]` is the item that follows position `t` (aligned with the inputs,
+                not shifted inside the model); `-100` or 0 where there is none. The loss is `config.loss_type`.
+            logits_to_keep: compute logits only for the last `logits_to_keep` positions (an int; 0 keeps all), or
+                for the positions a 1-D tensor of indices names. With left padding, 1 gives the scores of the next
+                item for every user. The loss does not need logits and is computed from the hidden states.
+
+        Returns:
+            [`SASRecCausalLMOutput`] with `logits` of shape `[batch, kept_positions, vocab_size]`.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        loss = None
+        if labels is not None:
+            loss = next_item_loss(hidden_states, labels, self.lm_head.weight, self.config, input_ids)
+        logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
+        return self.causal_lm_output(outputs, loss, logits, input_ids=input_ids, attention_mask=attention_mask)
+
+    def causal_lm_output(
+        self, outputs: BaseModelOutput, loss: torch.Tensor | None, logits: torch.Tensor, **inputs
+    ) -> SASRecCausalLMOutput:
+        """Gather the head's output from the encoder's output, the next-item loss and the logits."""
+        return SASRecCausalLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+__all__ = ["SASRecForCausalLM", "SASRecModel", "SASRecPreTrainedModel", "last_real_states"]

@@ -1,0 +1,52 @@
+"""Tiny models and batches shared by the model tests."""
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+import hf_sasrec
+
+VARIANT_NAMES = list(hf_sasrec.VARIANTS)
+SDPA_VARIANTS = [name for name in VARIANT_NAMES if hf_sasrec.VARIANTS[name][2]._supports_sdpa]
+VOCAB_SIZE = 40
+
+
+def tiny_config(variant: str, **overrides):
+    """A two-block, 16-wide config of `variant`, without dropout unless overridden."""
+    fields = {
+        "vocab_size": VOCAB_SIZE,
+        "hidden_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 16,
+        "hidden_dropout_prob": 0.0,
+        "attention_dropout": 0.0,
+        "num_negatives": 8,
+    }
+    fields.update(overrides)
+    return AutoConfig.for_model(variant, **fields)
+
+
+def tiny_model(variant: str, attn_implementation: str | None = None, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(
+        tiny_config(variant, **overrides), attn_implementation=attn_implementation
+    )
+    return model.eval()
+
+
+def extra_inputs(variant: str, input_ids: torch.Tensor, seed: int = 0) -> dict:
+    """Timestamps for `tisasrec` (increasing, with repeated and irregular gaps), nothing for the others."""
+    if variant != "tisasrec":
+        return {}
+    generator = torch.Generator().manual_seed(seed)
+    gaps = torch.randint(0, 5, input_ids.shape, generator=generator) * 3
+    return {"timestamps": 1_000 + gaps.cumsum(-1)}
+
+
+def random_items(batch: int, length: int, seed: int = 0) -> torch.LongTensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(5, VOCAB_SIZE, (batch, length), generator=generator)
+
+
+def left_pad(tensor: torch.Tensor, pad: int, value: int = 0) -> torch.Tensor:
+    return torch.nn.functional.pad(tensor, (pad, 0), value=value)
