@@ -1,0 +1,206 @@
+"""`prepare`: from an interaction log to the `datasets` splits, the item tokenizer and the companion files."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from datasets import DatasetDict
+from transformers import PreTrainedTokenizerFast
+
+from hf_sasrec.item_tokenizer import NUM_SPECIAL_TOKENS, build_item_tokenizer, save_item_tokenizer
+
+from .errors import logger, record_drops
+from .filtering import apply_min_rating, filter_until_stable, natural_codes, sort_chronologically
+from .formats import KNOWN_FILES, detect_format, embedded_movielens, read_interactions, resolve_input
+from .interactions import DEFAULT_COLUMNS, Columns, ItemInfo, natural_key
+from .split import Sequences, leave_one_out, time_cutoffs, time_split
+from .text_formats import OnError
+
+SPLITS = ("leave-one-out", "time")
+
+
+def number_items(item_codes: np.ndarray, keys: list[str]) -> tuple[list[str], np.ndarray]:
+    """Number items by descending interaction count, ties in natural key order, from `NUM_SPECIAL_TOKENS` on.
+
+    `item_codes` index `keys`; returns the keys in id order and each interaction's token id.
+    """
+    counts = np.bincount(item_codes, minlength=len(keys))
+    ordered = sorted(np.flatnonzero(counts).tolist(), key=lambda code: (-counts[code], natural_key(keys[code])))
+    token_ids = np.zeros(len(keys), dtype=np.int64)
+    token_ids[ordered] = np.arange(NUM_SPECIAL_TOKENS, NUM_SPECIAL_TOKENS + len(ordered))
+    return [keys[code] for code in ordered], token_ids[item_codes]
+
+
+def low_rated_by_user(pairs: pd.DataFrame, users: np.ndarray, item2id: dict[str, int]) -> dict[str, list[int]]:
+    """The token ids of the items in `pairs` (user, item), per user of `users`, sorted; unknown items left out."""
+    ids = pairs["item"].map(item2id)
+    keep = (ids.notna() & pairs["user"].isin(users)).to_numpy()
+    if not keep.any():
+        return {}
+    codes, user_keys = pd.factorize(pairs["user"][keep])
+    ids = ids[keep].to_numpy(dtype=np.int64)
+    order = np.lexsort((ids, codes))
+    codes, ids = codes[order], ids[order]
+    first = np.r_[True, (codes[1:] != codes[:-1]) | (ids[1:] != ids[:-1])]
+    codes, ids = codes[first], ids[first]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    groups = np.split(ids, starts[1:])
+    return {user_keys[code]: group.tolist() for code, group in zip(codes[starts].tolist(), groups, strict=True)}
+
+
+def _stats(sequences: Sequences, num_items: int) -> dict[str, float | int]:
+    lengths = sequences.lengths
+    interactions = int(lengths.sum())
+    return {
+        "num_users": len(lengths),
+        "num_items": num_items,
+        "num_interactions": interactions,
+        "mean_length": round(float(lengths.mean()), 4),
+        "median_length": float(np.median(lengths)),
+        "density": interactions / (len(lengths) * num_items),
+    }
+
+
+def _write_json(path: Path, value: object, indent: int | None = None) -> None:
+    path.write_text(json.dumps(value, ensure_ascii=False, indent=indent), encoding="utf-8")
+
+
+def _save(
+    output: Path,
+    splits: DatasetDict,
+    tokenizer: PreTrainedTokenizerFast,
+    stats: dict,
+    titles: dict[int, ItemInfo],
+    low_rated: dict[str, list[int]] | None,
+) -> None:
+    splits.save_to_disk(str(output))
+    save_item_tokenizer(tokenizer, output / "tokenizer")
+    _write_json(output / "stats.json", stats, indent=1)
+    if titles:
+        _write_json(output / "item_titles.json", {str(token_id): titles[token_id] for token_id in sorted(titles)})
+    if low_rated is not None:
+        _write_json(output / "low_rated.json", low_rated)
+    logger.info("saved to %s", output)
+
+
+def prepare(
+    input: str | Path | None = None,
+    output: str | Path | None = None,
+    *,
+    format: str = "auto",
+    columns: Columns = DEFAULT_COLUMNS,
+    item_file: str | Path | None = None,
+    min_rating: float | None = None,
+    low_rating: float = 2.0,
+    k_core: int | None = None,
+    dedup_consecutive: bool = False,
+    max_length: int = 50,
+    split: str = "leave-one-out",
+    valid_start: int | None = None,
+    test_start: int | None = None,
+    name: str | None = None,
+    on_error: OnError = "raise",
+) -> tuple[DatasetDict, PreTrainedTokenizerFast]:
+    """Read an interaction log, filter it, number the items by popularity, split it, and save it all to `output`.
+
+    With `input=None` the embedded MovieLens-100K (from the recbole wheel) is used. `min_rating` keeps interactions
+    rated at least that (implicit feedback); items rated at most `low_rating` are kept aside, per user, for the DPO
+    low-rated negatives. `k_core` drops users and items with fewer interactions until none is left;
+    `dedup_consecutive` drops an interaction repeating the user's previous item. `split="time"` splits at the global
+    times `valid_start`/`test_start` (default: the 80% and 90% quantiles). Rows keep the last `max_length + 1` items.
+    `on_error="skip"` counts malformed lines instead of raising `DataFormatError`.
+    Saved to `output` (when given): the `DatasetDict`, `tokenizer/`, `stats.json`, `item_titles.json` where titles
+    exist and `low_rated.json` where ratings exist.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if max_length < 1:
+        raise ValueError("max_length must be at least 1")
+    if input is None:
+        path, fmt, default_name = embedded_movielens(), "atomic", "ml-100k"
+    else:
+        path = resolve_input(input)
+        fmt = detect_format(path) if format == "auto" else format
+        default_name = path.parent.name if path.name in KNOWN_FILES else path.stem
+    name = name or default_name
+    logger.info("reading %s (format %s)", path, fmt)
+    log = read_interactions(path, fmt, columns, Path(item_file) if item_file else None, on_error)
+    dropped: Counter[str] = Counter()
+    for reason, count in sorted(log.dropped.items()):
+        record_drops(dropped, reason, count, f"reading {path.name}")
+    if split == "time" and not log.has_timestamps:
+        raise ValueError(f"the time split needs timestamps, and {path} has none")
+    frame = log.frame
+    low_rated_pairs = frame.loc[frame["rating"] <= low_rating, ["user", "item"]] if log.has_ratings else None
+    if min_rating is not None:
+        if not log.has_ratings:
+            raise ValueError(f"--min-rating needs ratings, and {path} has none")
+        frame = apply_min_rating(frame, min_rating, dropped)
+    item_codes, item_keys = pd.factorize(frame["item"])
+    frame = frame.assign(user_code=natural_codes(frame["user"]), item_code=item_codes)
+    frame = filter_until_stable(sort_chronologically(frame), k_core, dedup_consecutive, dropped)
+    if frame.empty:
+        raise ValueError(f"no interaction left in {path} after filtering (dropped: {dict(dropped)})")
+
+    keys, item_ids = number_items(frame["item_code"].to_numpy(), item_keys.tolist())
+    tokenizer = build_item_tokenizer(keys, model_max_length=max_length + 2)
+    sequences = Sequences.from_sorted(
+        frame["user_code"].to_numpy(), frame["user"].to_numpy(), item_ids, frame["timestamp"].to_numpy()
+    )
+    if not log.has_timestamps:
+        logger.warning(
+            "%s has no timestamps: `timestamps` holds each item's position in its user's sequence (0, 1, ...), "
+            "so TiSASRec's time intervals are position gaps",
+            path,
+        )
+        sequences.timestamps = np.arange(len(frame)) - np.repeat(sequences.starts, sequences.lengths)
+    args = {
+        "input": str(path),
+        "format": fmt,
+        "columns": {key: value for key, value in vars(columns).items() if value},
+        "item_file": str(item_file) if item_file else None,
+        "min_rating": min_rating,
+        "low_rating": low_rating,
+        "k_core": k_core,
+        "dedup_consecutive": dedup_consecutive,
+        "max_length": max_length,
+        "split": split,
+        "on_error": on_error,
+    }
+    if split == "time":
+        args["valid_start"], args["test_start"] = time_cutoffs(sequences.timestamps, valid_start, test_start)
+        splits = time_split(sequences, max_length, args["valid_start"], args["test_start"], dropped)
+    else:
+        splits = leave_one_out(sequences, max_length)
+    stats = {
+        "dataset": name,
+        **_stats(sequences, len(keys)),
+        "has_timestamps": log.has_timestamps,
+        "has_ratings": log.has_ratings,
+        "vocab_size": len(tokenizer),
+        "num_special_tokens": NUM_SPECIAL_TOKENS,
+        "splits": {split_name: len(rows) for split_name, rows in splits.items()},
+        "train_only_users": int((sequences.lengths < 3).sum()) if split == "leave-one-out" else None,
+        "dropped": dict(sorted(dropped.items())),
+        "args": args,
+    }
+    logger.info(
+        "%s: %d users, %d items, %d interactions; split rows %s",
+        name,
+        stats["num_users"],
+        stats["num_items"],
+        stats["num_interactions"],
+        stats["splits"],
+    )
+    if output is not None:
+        item2id = dict(zip(keys, range(NUM_SPECIAL_TOKENS, len(tokenizer)), strict=True))
+        titles = {item2id[key]: info for key, info in log.items.items() if key in item2id}
+        low_rated = None
+        if low_rated_pairs is not None:
+            low_rated = low_rated_by_user(low_rated_pairs, sequences.user_keys, item2id)
+        _save(Path(output), splits, tokenizer, stats, titles, low_rated)
+    return splits, tokenizer

@@ -1,0 +1,126 @@
+"""DPO preference pairs: the three rejected-item sources, never an item the user touched, TRL-ready text."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import data_write_movielens
+from datasets import load_from_disk
+from transformers import AutoTokenizer
+
+from data_preprocess import prepare
+from data_preprocess.preference import build_preference_pairs, main, model_item_embeddings
+
+
+@pytest.fixture(scope="module")
+def data_prepared(tmp_path_factory):
+    """The small MovieLens log, implicit from 3 stars up, low ratings (<= 2) set aside."""
+    root = tmp_path_factory.mktemp("preference")
+    prepare(data_write_movielens(root / "ml-tiny"), root / "data", min_rating=3, max_length=5)
+    return root / "data"
+
+
+def user_items(data_dir):
+    """Every item id of each user, over all splits."""
+    items = {}
+    for rows in load_from_disk(data_dir).values():
+        for row in rows:
+            items.setdefault(row["user_id"], set()).update(row["item_ids"])
+    return items
+
+
+def ids_of(tokenizer, text):
+    return tokenizer(text)["input_ids"]
+
+
+def check_pairs(pairs, data_dir, num_rejected):
+    tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
+    train = {row["user_id"]: row["item_ids"] for row in load_from_disk(data_dir)["train"]}
+    touched = user_items(data_dir)
+    assert len(pairs) > 0
+    for row in pairs:
+        history, chosen = ids_of(tokenizer, row["prompt"]), ids_of(tokenizer, row["chosen"])
+        rejected_all = [ids_of(tokenizer, text)[0] for text in row["rejected_all"]]
+        assert history + chosen == train[row["user_id"]]  # the prompt is the history, chosen its next item
+        assert row["rejected"] == row["rejected_all"][0] and len(rejected_all) == num_rejected
+        assert len(set(rejected_all)) == len(rejected_all) and chosen[0] not in rejected_all
+        assert not set(rejected_all) & touched[row["user_id"]]  # never an item of the user's history
+        assert min(rejected_all) >= 5
+        # TRL joins prompt + completion + eos_token as strings
+        assert ids_of(tokenizer, row["prompt"] + row["chosen"] + tokenizer.eos_token) == [*history, *chosen, 3]
+        assert ids_of(tokenizer, row["prompt"] + row["rejected"] + tokenizer.eos_token) == [
+            *history,
+            rejected_all[0],
+            3,
+        ]
+    return tokenizer
+
+
+def test_popular_source(data_prepared):
+    pairs = build_preference_pairs(data_prepared, "popular", num_rejected=3)
+    check_pairs(pairs, data_prepared, 3)
+    assert pairs.column_names == ["prompt", "chosen", "rejected", "rejected_all", "user_id"]
+    assert build_preference_pairs(data_prepared, "popular", num_rejected=3).to_list() == pairs.to_list()
+
+
+def test_low_rated_source_uses_the_ratings(data_prepared):
+    pairs = build_preference_pairs(data_prepared, "low-rated", num_rejected=2)
+    tokenizer = check_pairs(pairs, data_prepared, 2)
+    low_rated = json.loads((data_prepared / "low_rated.json").read_text())
+    touched = user_items(data_prepared)
+    topped_up = 0
+    for row in pairs:
+        candidates = set(low_rated[row["user_id"]]) - touched[row["user_id"]]
+        rejected = [ids_of(tokenizer, text)[0] for text in row["rejected_all"]]
+        assert rejected[0] in candidates  # `rejected` is always a low-rated item
+        assert set(rejected[: len(candidates)]) <= candidates  # low-rated first, then popular items if too few
+        topped_up += len(candidates) < 2
+    assert topped_up > 0
+    users_with_candidates = {user for user, items in low_rated.items() if set(items) - touched[user]}
+    assert set(pairs["user_id"]) == users_with_candidates
+
+
+def test_hard_source_takes_the_nearest_items(data_prepared):
+    vocab_size = len(AutoTokenizer.from_pretrained(data_prepared / "tokenizer"))
+    angles = np.linspace(0, np.pi, vocab_size)  # item i's nearest items are i - 1 and i + 1, then i +- 2, ...
+    embeddings = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    pairs = build_preference_pairs(data_prepared, "hard", num_rejected=2, item_embeddings=embeddings)
+    tokenizer = check_pairs(pairs, data_prepared, 2)
+    touched = user_items(data_prepared)
+    for row in pairs:
+        chosen = ids_of(tokenizer, row["chosen"])[0]
+        rejected = [ids_of(tokenizer, text)[0] for text in row["rejected_all"]]
+        untouched = [item for item in range(5, vocab_size) if item not in touched[row["user_id"]]]
+        nearest = sorted(untouched, key=lambda item: (abs(item - chosen), item))[:2]
+        assert sorted(abs(item - chosen) for item in rejected) == sorted(abs(item - chosen) for item in nearest)
+    with pytest.raises(ValueError, match="one row per token id"):
+        build_preference_pairs(data_prepared, "hard", item_embeddings=embeddings[:10])
+
+
+def test_hard_source_from_a_trained_model(data_prepared, tmp_path):
+    hf_sasrec = pytest.importorskip("hf_sasrec")
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    vocab_size = len(AutoTokenizer.from_pretrained(data_prepared / "tokenizer"))
+    config = AutoConfig.for_model("sasrec", vocab_size=vocab_size, hidden_size=8, num_hidden_layers=1)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "model")
+    embeddings = model_item_embeddings(tmp_path / "model")
+    assert embeddings.shape == (vocab_size, 8) and hf_sasrec
+    check_pairs(build_preference_pairs(data_prepared, "hard", item_embeddings=embeddings), data_prepared, 1)
+
+
+def test_low_rated_source_without_ratings_is_a_clear_error(tmp_path):
+    (tmp_path / "Beauty.txt").write_text("1 a b c d\n2 b c e f\n", encoding="utf-8")
+    prepare(tmp_path / "Beauty.txt", tmp_path / "data")
+    with pytest.raises(FileNotFoundError, match="needs a dataset prepared from a source with ratings"):
+        build_preference_pairs(tmp_path / "data", "low-rated")
+
+
+def test_cli_all_positions(data_prepared, tmp_path):
+    np.save(tmp_path / "items.npy", np.random.default_rng(0).normal(size=(200, 4)))
+    main(["--data", str(data_prepared), "--output", str(tmp_path / "dpo"), "--source", "hard",
+          "--item-embeddings", str(tmp_path / "items.npy"), "--all-positions", "--num-rejected", "2"])  # fmt: skip
+    pairs = load_from_disk(tmp_path / "dpo")
+    train = load_from_disk(data_prepared)["train"]
+    assert len(pairs) == sum(len(items) - 1 for items in train["item_ids"])
+    assert {len(row) for row in pairs["rejected_all"]} == {2}

