@@ -50,11 +50,18 @@ def _touched(data: DatasetDict) -> dict[str, set[int]]:
 
 
 def _prompts(train: Dataset, all_positions: bool) -> list[tuple[str, list[int], int]]:
-    """`(user, history, next item)` for each training row's last item, or for every position of it."""
+    """`(user, history, next item)` for each training row's last item, or for every position of it.
+
+    A row of one item has no history to prompt with: it gives no prompt, and those rows are counted in the log.
+    """
     prompts = []
+    single_item_rows = 0
     for user, items in zip(train["user_id"], train["item_ids"], strict=True):
-        for end in range(1 if all_positions else len(items) - 1, len(items)):
+        single_item_rows += len(items) < 2
+        for end in range(1 if all_positions else max(1, len(items) - 1), len(items)):
             prompts.append((user, items[:end], items[end]))
+    if single_item_rows:
+        logger.info("%d training rows of a single item give no prompt (no history)", single_item_rows)
     return prompts
 
 

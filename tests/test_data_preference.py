@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 from conftest import data_write_movielens
-from datasets import load_from_disk
+from datasets import Dataset, load_from_disk
 from transformers import AutoTokenizer
 
 from data_preprocess import prepare
-from data_preprocess.preference import build_preference_pairs, main, model_item_embeddings
+from data_preprocess.preference import _prompts, build_preference_pairs, main, model_item_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def check_pairs(pairs, data_dir, num_rejected):
     for row in pairs:
         history, chosen = ids_of(tokenizer, row["prompt"]), ids_of(tokenizer, row["chosen"])
         rejected_all = [ids_of(tokenizer, text)[0] for text in row["rejected_all"]]
-        assert history + chosen == train[row["user_id"]]  # the prompt is the history, chosen its next item
+        assert history and history + chosen == train[row["user_id"]]  # the history, then its next item
         assert row["rejected"] == row["rejected_all"][0] and len(rejected_all) == num_rejected
         assert len(set(rejected_all)) == len(rejected_all) and chosen[0] not in rejected_all
         assert not set(rejected_all) & touched[row["user_id"]]  # never an item of the user's history
@@ -54,6 +54,14 @@ def check_pairs(pairs, data_dir, num_rejected):
             3,
         ]
     return tokenizer
+
+
+def test_single_item_training_rows_give_no_prompt(caplog):
+    train = Dataset.from_dict({"user_id": ["a", "b"], "item_ids": [[7], [5, 6, 8]]})
+    with caplog.at_level("INFO", logger="data_preprocess"):
+        assert _prompts(train, all_positions=False) == [("b", [5, 6], 8)]
+        assert _prompts(train, all_positions=True) == [("b", [5], 6), ("b", [5, 6], 8)]
+    assert "1 training rows of a single item give no prompt" in caplog.text
 
 
 def test_popular_source(data_prepared):
@@ -76,8 +84,9 @@ def test_low_rated_source_uses_the_ratings(data_prepared):
         assert set(rejected[: len(candidates)]) <= candidates  # low-rated first, then popular items if too few
         topped_up += len(candidates) < 2
     assert topped_up > 0
+    with_history = {row["user_id"] for row in load_from_disk(data_prepared)["train"] if len(row["item_ids"]) > 1}
     users_with_candidates = {user for user, items in low_rated.items() if set(items) - touched[user]}
-    assert set(pairs["user_id"]) == users_with_candidates
+    assert set(pairs["user_id"]) == users_with_candidates & with_history
 
 
 def test_hard_source_takes_the_nearest_items(data_prepared):
