@@ -12,12 +12,15 @@ from .configuration_sasrec_gate import SASRecGateConfig
 from .configuration_sasrec_moe import SASRecMoEConfig
 from .configuration_sasrec_rope import SASRecRopeConfig
 from .configuration_tisasrec import TiSASRecConfig
+from .model_card import save_for_hub
 from .modeling_mhc import MHCForCausalLM, MHCModel
 from .modeling_sasrec import SASRecForCausalLM, SASRecModel, last_real_states
 from .modeling_sasrec_gate import SASRecGateForCausalLM, SASRecGateModel
 from .modeling_sasrec_moe import SASRecMoEForCausalLM, SASRecMoEModel
 from .modeling_sasrec_rope import SASRecRopeForCausalLM, SASRecRopeModel
 from .modeling_tisasrec import TiSASRecForCausalLM, TiSASRecModel
+from .recommender import Recommender
+from .retrieval import ItemIndex, RetrievalConfig, StaleIndexError
 
 VARIANTS = {
     "sasrec": (SASRecConfig, SASRecModel, SASRecForCausalLM),
@@ -43,9 +46,12 @@ for _classes in VARIANTS.values():
 
 __all__ = [
     "VARIANTS",
+    "ItemIndex",
     "MHCConfig",
     "MHCForCausalLM",
     "MHCModel",
+    "Recommender",
+    "RetrievalConfig",
     "SASRecConfig",
     "SASRecForCausalLM",
     "SASRecGateConfig",
@@ -58,8 +64,10 @@ __all__ = [
     "SASRecRopeConfig",
     "SASRecRopeForCausalLM",
     "SASRecRopeModel",
+    "StaleIndexError",
     "TiSASRecConfig",
     "TiSASRecForCausalLM",
     "TiSASRecModel",
     "last_real_states",
+    "save_for_hub",
 ]

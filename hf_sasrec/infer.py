@@ -1,0 +1,205 @@
+"""Recommend the top-K next items for many users and write them to disk.
+
+    python -m hf_sasrec.infer [--model outputs/sft/default] [--data DIR] [--split test] [--history-file F.jsonl]
+                              [--top-k 10] [--output outputs/infer/<run>] [--index-type flat|hnsw|ivf]
+
+Users come from a processed-data split (`--data`, default the `data_dir` of the run's `run_info.json`): each row's
+items are the user's history, so for `test` (history + held-out item) the recommendations follow everything known
+about the user. `--holdout-last` instead recommends from each row without its last item and reports HR@K against it.
+Or from `--history-file`, a JSONL file of `{"user_id": ..., "items": [raw keys], "timestamps": [...]}` lines (raw
+keys of users the model never saw; `timestamps` for `tisasrec`; `user_id` defaults to the line number).
+
+Writes `recommendations.jsonl` (`user_id`, `items`, `scores`, `fallback`, `unknown_items`), `recommendations.csv`
+(one row a recommendation: `user_id, rank, item, score`) and `summary.json` into the output folder. The item index is
+loaded from the model folder, or built and saved there (`--no-save-index` to leave the folder untouched).
+"""
+
+import argparse
+import csv
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from .item_tokenizer import decode_items
+from .model_card import RUN_INFO_FILE
+from .processed_data import load_processed_data
+from .recommender import POPULARITY_FALLBACK, Recommender
+from .retrieval import INDEX_TYPES, RetrievalConfig
+
+logger = logging.getLogger("hf_sasrec.infer")
+
+DEFAULT_MODEL = "outputs/sft/default"
+
+
+def split_users(recommender: Recommender, data_dir: str, split: str, holdout_last: bool) -> Iterator[dict]:
+    """Users of a processed split as `{"user_id", "ids", "timestamps", "target"}` (token ids; `target` only with
+    `holdout_last`). The split's tokenizer must be the model's."""
+    splits, _, data_tokenizer = load_processed_data(data_dir)
+    if data_tokenizer.get_vocab() != recommender.tokenizer.get_vocab():
+        raise ValueError(f"The tokenizer of {data_dir} is not the model's: the data was processed for another model.")
+    if split not in splits:
+        raise ValueError(f"{data_dir} has no split {split!r}; it has {list(splits)}.")
+    rows = splits[split]
+    times = rows["timestamps"] if "timestamps" in rows.column_names else [None] * len(rows)
+    for user_id, ids, row_times in zip(rows["user_id"], rows["item_ids"], times, strict=True):
+        if holdout_last:
+            yield {"user_id": user_id, "ids": ids[:-1], "timestamps": row_times and row_times[:-1], "target": ids[-1]}
+        else:
+            yield {"user_id": user_id, "ids": ids, "timestamps": row_times}
+
+
+def history_file_users(path: str) -> Iterator[dict]:
+    """Users of a JSONL history file as `{"user_id", "items", "timestamps"}`; a malformed line is an error naming
+    it."""
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number} is not valid JSON: {error}") from error
+            if not isinstance(record, dict) or not isinstance(record.get("items"), list):
+                raise ValueError(f'{path}:{number} needs an "items" list of raw item keys.')
+            yield {
+                "user_id": str(record.get("user_id", number)),
+                "items": [str(key) for key in record["items"]],
+                "timestamps": record.get("timestamps"),
+            }
+
+
+def chunks(users: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    chunk = []
+    for user in users:
+        chunk.append(user)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def recommend_split_chunk(recommender: Recommender, users: list[dict], top_k: int) -> list[dict]:
+    """Recommendations for users given as token ids, in the `recommendations.jsonl` schema."""
+    times = [user["timestamps"] for user in users] if recommender.uses_timestamps else None
+    results = recommender.recommend_ids([user["ids"] for user in users], top_k, timestamps=times)
+    return [
+        {
+            "user_id": user["user_id"],
+            "items": decode_items(recommender.tokenizer, ids),
+            "scores": scores,
+            "fallback": POPULARITY_FALLBACK if scores is None else None,
+            "unknown_items": [],
+            **({"hit": user["target"] in ids} if "target" in user else {}),
+        }
+        for user, (ids, scores) in zip(users, results, strict=True)
+    ]
+
+
+def recommend_history_chunk(recommender: Recommender, users: list[dict], top_k: int) -> list[dict]:
+    """Recommendations for users given as raw keys, in the `recommendations.jsonl` schema."""
+    times = None
+    if recommender.uses_timestamps:
+        missing = [user["user_id"] for user in users if user["timestamps"] is None]
+        if missing:
+            raise ValueError(f"{recommender.config.model_type} needs timestamps; users {missing[:5]} have none.")
+        times = [user["timestamps"] for user in users]
+    results = recommender([user["items"] for user in users], top_k=top_k, timestamps=times)
+    return [{"user_id": user["user_id"], **result} for user, result in zip(users, results, strict=True)]
+
+
+def write_outputs(records: list[dict], output: Path) -> None:
+    """`recommendations.jsonl` (one user a line) and `recommendations.csv` (one recommendation a row)."""
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / "recommendations.jsonl", "w", encoding="utf-8") as jsonl:
+        for record in records:
+            jsonl.write(json.dumps({key: value for key, value in record.items() if key != "hit"}) + "\n")
+    with open(output / "recommendations.csv", "w", encoding="utf-8", newline="") as table:
+        writer = csv.writer(table)
+        writer.writerow(["user_id", "rank", "item", "score", "fallback"])
+        for record in records:
+            scores = record["scores"] or [None] * len(record["items"])
+            for rank, (item, score) in enumerate(zip(record["items"], scores, strict=True), start=1):
+                writer.writerow(
+                    [record["user_id"], rank, item, "" if score is None else score, record["fallback"] or ""]
+                )
+
+
+def default_data_dir(model_dir: Path) -> str:
+    """The `data_dir` of the run's `run_info.json`."""
+    run_info = model_dir / RUN_INFO_FILE
+    data_dir = json.loads(run_info.read_text()).get("data_dir") if run_info.is_file() else None
+    if not data_dir:
+        raise ValueError(f"{model_dir} names no data_dir in {RUN_INFO_FILE}: pass --data or --history-file.")
+    return data_dir
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="run folder or Hub repository id")
+    parser.add_argument("--data", default=None, help="processed data folder (default: run_info.json's data_dir)")
+    parser.add_argument("--split", default="test", help="split whose users get recommendations (default: test)")
+    parser.add_argument("--holdout-last", action="store_true", help="recommend without each row's last item")
+    parser.add_argument("--history-file", default=None, help="JSONL of raw item histories instead of a split")
+    parser.add_argument("--top-k", type=int, default=10, help="items a user (default: 10)")
+    parser.add_argument("--output", default=None, help="default: outputs/infer/<name of the model folder>")
+    parser.add_argument("--index-type", choices=INDEX_TYPES, default=None, help="default: the saved index, or flat")
+    parser.add_argument("--no-save-index", action="store_true", help="do not write the index into the model folder")
+    parser.add_argument("--batch-size", type=int, default=512, help="users encoded and searched at once")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="model device")
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error(f"--top-k must be at least 1, got {args.top_k}")
+    if args.history_file and (args.data or args.holdout_last):
+        parser.error("--history-file replaces --data/--split/--holdout-last")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    index_config = RetrievalConfig(index_type=args.index_type) if args.index_type else None
+    recommender = Recommender.from_pretrained(
+        args.model,
+        index_config=index_config,
+        save_index=not args.no_save_index and Path(args.model).is_dir(),
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    output = Path(args.output or Path("outputs/infer") / Path(args.model).name)
+    if args.history_file:
+        users, recommend, source = history_file_users(args.history_file), recommend_history_chunk, args.history_file
+    else:
+        data_dir = args.data or default_data_dir(Path(args.model))
+        users = split_users(recommender, data_dir, args.split, args.holdout_last)
+        recommend, source = recommend_split_chunk, f"{data_dir}:{args.split}"
+    start = time.perf_counter()
+    records = [
+        record for chunk in chunks(users, args.batch_size) for record in recommend(recommender, chunk, args.top_k)
+    ]
+    seconds = time.perf_counter() - start
+    write_outputs(records, output)
+    summary = {
+        "model": str(args.model),
+        "source": source,
+        "users": len(records),
+        "top_k": args.top_k,
+        "index_type": recommender.index.config.index_type,
+        "seconds": seconds,
+        "users_per_second": len(records) / seconds if seconds else None,
+        "popularity_fallbacks": sum(record["fallback"] == POPULARITY_FALLBACK for record in records),
+        "unknown_items": sum(len(record["unknown_items"]) for record in records),
+    }
+    if args.holdout_last:
+        summary[f"hr@{args.top_k}"] = sum(record["hit"] for record in records) / max(len(records), 1)
+    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    logger.info("Wrote %d users' recommendations to %s: %s", len(records), output, summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

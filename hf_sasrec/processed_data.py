@@ -1,0 +1,43 @@
+"""Reading the folder that `python -m data_preprocess --output DIR` writes: splits, `stats.json`, tokenizer."""
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+
+
+def load_processed_data(data_dir: str) -> tuple[DatasetDict, dict[str, Any], PreTrainedTokenizerBase]:
+    """The splits, `stats.json` and tokenizer that `python -m data_preprocess --output data_dir` wrote."""
+    path = Path(data_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"Dataset path {data_dir!r} does not exist; "
+            f"create it with `python -m data_preprocess --output {data_dir}`."
+        )
+    splits = DatasetDict.load_from_disk(str(path))
+    missing = [name for name in SPLITS if name not in splits]
+    if missing:
+        raise ValueError(f"{data_dir} lacks the split(s) {missing}; it has {list(splits)}.")
+    stats_file = path / "stats.json"
+    stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+    tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
+    return splits, stats, tokenizer
+
+
+def drop_short_rows(split: Dataset, name: str) -> Dataset:
+    """Rows with fewer than two items give no (history, target) pair: drop them, logging how many."""
+    kept = split.filter(lambda row: len(row["item_ids"]) >= 2)
+    if len(kept) < len(split):
+        logger.warning(
+            "%s: dropped %d of %d rows with fewer than two items.", name, len(split) - len(kept), len(split)
+        )
+    if len(kept) == 0:
+        raise ValueError(f"The {name} split has no row with at least two items.")
+    return kept

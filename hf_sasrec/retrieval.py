@@ -1,0 +1,297 @@
+"""Faiss retrieval over a model's item embeddings.
+
+A user's score for an item is the dot product of the user's representation (the encoder's hidden state at the last
+real item) with the item's row of the output embedding, which is exactly the model's logit. An `ItemIndex` indexes
+those rows with an inner-product Faiss index, exact (`"flat"`, default) or approximate (`"hnsw"`, `"ivf"`), so that
+its top-K is the model's own top-K over the real items: special tokens are never indexed.
+
+Saved beside a checkpoint, the index carries a fingerprint of the embeddings it was built from; loading it against
+different weights raises `StaleIndexError`, and `load_or_build_item_index` rebuilds it then.
+"""
+
+import functools
+import hashlib
+import itertools
+import json
+import logging
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "item_index.faiss"
+INDEX_METADATA_FILE = "item_index.json"
+INDEX_TYPES = ("flat", "hnsw", "ivf")
+
+
+class StaleIndexError(RuntimeError):
+    """A saved index was built from item embeddings other than the model's current ones."""
+
+
+@dataclass
+class RetrievalConfig:
+    """How to index the item embeddings.
+
+    Args:
+        index_type: `"flat"` (exact inner product), `"hnsw"` (graph) or `"ivf"` (inverted lists over k-means cells).
+        hnsw_m: neighbours per node of the HNSW graph.
+        hnsw_ef_construction: candidate list size while building the HNSW graph.
+        hnsw_ef_search: candidate list size while searching (raised to the number of results asked for).
+        ivf_nlist: k-means cells of the IVF index; `None` gives `sqrt(num_items)`.
+        ivf_nprobe: cells visited per query.
+        use_gpu: move `"flat"` and `"ivf"` indexes to the GPU; `None` does so when faiss-gpu sees a GPU. Faiss has
+            no GPU HNSW, so `"hnsw"` stays on the CPU.
+    """
+
+    index_type: str = "flat"
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = 128
+    ivf_nlist: int | None = None
+    ivf_nprobe: int = 32
+    use_gpu: bool | None = None
+
+    def __post_init__(self):
+        if self.index_type not in INDEX_TYPES:
+            raise ValueError(f"Unknown index_type {self.index_type!r}; expected one of {INDEX_TYPES}.")
+        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if self.ivf_nlist is not None and self.ivf_nlist < 1:
+            raise ValueError(f"ivf_nlist must be a positive integer or None, got {self.ivf_nlist}.")
+        if self.use_gpu and not gpu_available():
+            raise ValueError("use_gpu=True needs faiss-gpu and a visible GPU; install faiss-gpu or leave it None.")
+
+    def nlist_for(self, num_items: int) -> int:
+        """Number of IVF cells for `num_items` items: `ivf_nlist`, or `sqrt(num_items)`, at most `num_items`."""
+        nlist = self.ivf_nlist or round(math.sqrt(num_items))
+        return max(1, min(nlist, num_items))
+
+
+def index_fields(config: RetrievalConfig) -> dict:
+    """The fields that shape the index (all but `use_gpu`, which depends on the machine that loads it)."""
+    fields = asdict(config)
+    del fields["use_gpu"]
+    return fields
+
+
+def gpu_available() -> bool:
+    """Whether the installed faiss is faiss-gpu and sees at least one GPU."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def item_rows(item_embeddings: torch.Tensor, num_special_tokens: int) -> np.ndarray:
+    """The real items' embeddings as a contiguous float32 array: `[vocab, hidden]` to `[vocab - special, hidden]`."""
+    if item_embeddings.ndim != 2:
+        raise ValueError(f"item_embeddings must be [vocab, hidden], got shape {tuple(item_embeddings.shape)}.")
+    if not 0 <= num_special_tokens < item_embeddings.shape[0]:
+        raise ValueError(
+            f"num_special_tokens ({num_special_tokens}) leaves no item in a vocabulary of {item_embeddings.shape[0]}."
+        )
+    rows = item_embeddings[num_special_tokens:].detach().to("cpu", torch.float32)
+    return np.ascontiguousarray(rows.numpy())
+
+
+def embedding_fingerprint(item_embeddings: torch.Tensor) -> str:
+    """SHA-256 of the float32 item embeddings `[vocab, hidden]`: changes whenever any weight changes."""
+    weights = np.ascontiguousarray(item_embeddings.detach().to("cpu", torch.float32).numpy())
+    digest = hashlib.sha256(str(weights.shape).encode())
+    digest.update(weights.tobytes())
+    return digest.hexdigest()
+
+
+def new_faiss_index(rows: np.ndarray, config: RetrievalConfig) -> faiss.Index:
+    """An empty (but trained) inner-product index of `config.index_type` for `rows` `[num_items, hidden]`."""
+    hidden = rows.shape[1]
+    if config.index_type == "flat":
+        return faiss.IndexFlatIP(hidden)
+    if config.index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(hidden, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.hnsw_ef_construction
+        return index
+    quantizer = faiss.IndexFlatIP(hidden)
+    index = faiss.IndexIVFFlat(quantizer, hidden, config.nlist_for(len(rows)), faiss.METRIC_INNER_PRODUCT)
+    index.train(rows)
+    index.nprobe = config.ivf_nprobe
+    return index
+
+
+def to_device(index: faiss.Index, config: RetrievalConfig) -> faiss.Index:
+    """Move a CPU index to GPU 0 when the config asks for it (or leaves it to availability) and Faiss can."""
+    use_gpu = gpu_available() if config.use_gpu is None else config.use_gpu
+    if not use_gpu or config.index_type == "hnsw":
+        return index
+    return faiss.index_cpu_to_gpu(gpu_resources(), 0, index)
+
+
+@functools.cache
+def gpu_resources() -> "faiss.StandardGpuResources":
+    """One set of Faiss GPU resources for the process, alive as long as the indexes that use it."""
+    return faiss.StandardGpuResources()
+
+
+def excluded_mask(candidates: np.ndarray, exclude: Sequence[Collection[int]]) -> np.ndarray:
+    """`True` where `candidates[b, j]` (token ids, -1 for none, `[batch, fetched]`) is one of row `b`'s excluded ids.
+
+    One `np.isin` over `(row, id)` pairs encoded as `row * span + id + 1`: memory grows with the candidates plus the
+    excluded ids, not with their product.
+    """
+    lengths = [len(ids) for ids in exclude]
+    excluded = np.fromiter(itertools.chain.from_iterable(exclude), dtype=np.int64, count=sum(lengths))
+    span = int(max(candidates.max(initial=0), excluded.max(initial=0))) + 2
+    excluded_keys = np.repeat(np.arange(len(exclude), dtype=np.int64), lengths) * span + excluded + 1
+    candidate_keys = np.arange(len(candidates), dtype=np.int64)[:, None] * span + candidates + 1
+    return np.isin(candidate_keys, excluded_keys)
+
+
+class ItemIndex:
+    """A Faiss inner-product index over the real items of a vocabulary.
+
+    Faiss row `i` is the item of token id `i + num_special_tokens`; searches return token ids.
+    """
+
+    def __init__(self, index: faiss.Index, config: RetrievalConfig, num_special_tokens: int, fingerprint: str) -> None:
+        self.index = index
+        self.config = config
+        self.num_special_tokens = num_special_tokens
+        self.fingerprint = fingerprint
+
+    @classmethod
+    def build(
+        cls, item_embeddings: torch.Tensor, num_special_tokens: int, config: RetrievalConfig | None = None
+    ) -> "ItemIndex":
+        """Index the rows of `item_embeddings` (`[vocab, hidden]`, the output layer) from `num_special_tokens` on."""
+        config = config or RetrievalConfig()
+        rows = item_rows(item_embeddings, num_special_tokens)
+        index = new_faiss_index(rows, config)
+        index.add(rows)
+        return cls(to_device(index, config), config, num_special_tokens, embedding_fingerprint(item_embeddings))
+
+    @property
+    def num_items(self) -> int:
+        return self.index.ntotal
+
+    @property
+    def on_gpu(self) -> bool:
+        return type(self.index).__name__.startswith("Gpu")
+
+    def search_params(self, fetch: int) -> faiss.SearchParameters | None:
+        """Per-search parameters from the config: the IVF cells to visit, or an HNSW candidate list at least as long
+        as the results asked for."""
+        if self.config.index_type == "hnsw":
+            return faiss.SearchParametersHNSW(efSearch=max(self.config.hnsw_ef_search, fetch))
+        if self.config.index_type == "ivf" and not self.on_gpu:
+            return faiss.SearchParametersIVF(nprobe=self.config.ivf_nprobe)
+        return None  # a GPU IVF index searches with the `nprobe` set when it was built
+
+    def search(
+        self, user_states: torch.Tensor, k: int, exclude: Sequence[Collection[int]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`k` items by inner product for every user.
+
+        Args:
+            user_states: `[batch, hidden]` user representations.
+            k: results a user.
+            exclude: for each user, token ids that must not be returned (their history).
+
+        Returns:
+            Scores `[batch, k]` (float32, best first) and token ids `[batch, k]` (int64). Where fewer than `k` items
+            are left (a user excluded nearly all of them, or an approximate index found too few), the row ends with
+            id -1 and score -inf.
+        """
+        if not 1 <= k <= self.num_items:
+            raise ValueError(f"k must lie in [1, {self.num_items}] (the number of indexed items), got {k}.")
+        if exclude is not None and len(exclude) != len(user_states):
+            raise ValueError(f"exclude has {len(exclude)} rows for {len(user_states)} users.")
+        queries = np.ascontiguousarray(user_states.detach().to("cpu", torch.float32).numpy())
+        widest = max((len(row) for row in exclude), default=0) if exclude is not None else 0
+        fetch = min(k + widest, self.num_items)
+        scores, rows = self.index.search(queries, fetch, params=self.search_params(fetch))
+        ids = np.where(rows >= 0, rows + self.num_special_tokens, -1)
+        dropped = ids < 0
+        if exclude is not None:
+            dropped |= excluded_mask(ids, exclude)
+        order = np.argsort(dropped, axis=1, kind="stable")[:, :k]
+        kept_ids = np.take_along_axis(ids, order, axis=1)
+        kept_scores = np.take_along_axis(scores, order, axis=1)
+        missing = np.take_along_axis(dropped, order, axis=1)
+        return np.where(missing, -np.inf, kept_scores).astype(np.float32), np.where(missing, -1, kept_ids)
+
+    def save(self, directory: str | Path) -> None:
+        """Write `item_index.faiss` and `item_index.json` (config, fingerprint) into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        index = faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
+        faiss.write_index(index, str(directory / INDEX_FILE))
+        metadata = {
+            "config": index_fields(self.config),
+            "fingerprint": self.fingerprint,
+            "num_items": self.num_items,
+            "num_special_tokens": self.num_special_tokens,
+            "faiss_version": faiss.__version__,
+        }
+        (directory / INDEX_METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path, item_embeddings: torch.Tensor, num_special_tokens: int) -> "ItemIndex":
+        """Read an index saved by `save`, checking it against the model's current `item_embeddings` `[vocab,
+        hidden]`; raises `FileNotFoundError` when there is none and `StaleIndexError` when it was built from other
+        weights."""
+        directory = Path(directory)
+        metadata = json.loads((directory / INDEX_METADATA_FILE).read_text())
+        fingerprint = embedding_fingerprint(item_embeddings)
+        if metadata["fingerprint"] != fingerprint or metadata["num_special_tokens"] != num_special_tokens:
+            raise StaleIndexError(
+                f"The item index in {directory} was built from other item embeddings than the model's "
+                f"(fingerprint {metadata['fingerprint'][:12]}, model {fingerprint[:12]})."
+            )
+        config = RetrievalConfig(**metadata["config"])
+        index = faiss.read_index(str(directory / INDEX_FILE))
+        return cls(to_device(index, config), config, num_special_tokens, fingerprint)
+
+
+def index_exists(directory: str | Path) -> bool:
+    """Whether `directory` holds a saved item index."""
+    directory = Path(directory)
+    return (directory / INDEX_FILE).is_file() and (directory / INDEX_METADATA_FILE).is_file()
+
+
+def load_or_build_item_index(
+    directory: str | Path,
+    item_embeddings: torch.Tensor,
+    num_special_tokens: int,
+    config: RetrievalConfig | None = None,
+    save: bool = True,
+) -> ItemIndex:
+    """The index saved in `directory` when it matches the embeddings (and `config`, when given); otherwise a new one,
+    saved there when `save`. A stale index is reported and rebuilt, never used."""
+    if index_exists(directory):
+        try:
+            index = ItemIndex.load(directory, item_embeddings, num_special_tokens)
+        except StaleIndexError as error:
+            logger.warning("%s Rebuilding it.", error)
+        else:
+            if config is None or index_fields(config) == index_fields(index.config):
+                return index
+            logger.info("The saved item index has another config (%s); building %s.", index.config, config)
+    index = ItemIndex.build(item_embeddings, num_special_tokens, config)
+    if save:
+        index.save(directory)
+    return index
+
+
+__all__ = [
+    "INDEX_TYPES",
+    "ItemIndex",
+    "RetrievalConfig",
+    "StaleIndexError",
+    "embedding_fingerprint",
+    "index_exists",
+    "load_or_build_item_index",
+]

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Recommend the top-10 next items for every test user of the default SFT run:
+#   bash scripts/inference.sh [--model DIR] [--history-file F.jsonl] [--top-k K] [--index-type flat|hnsw|ivf] ...
+# Writes outputs/infer/<run>/recommendations.jsonl, recommendations.csv and summary.json (python -m hf_sasrec.infer
+# --help lists every option). Trains the default SFT model first when it is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+
+model="outputs/sft/default"
+for ((i = 1; i <= $#; i++)); do
+    case "${!i}" in
+        --model) next=$((i + 1)); model="${!next}" ;;
+        --model=*) model="${!i#--model=}" ;;
+    esac
+done
+if [[ "$model" == "outputs/sft/default" && ! -f "$model/config.json" ]]; then
+    echo "No SFT model in $model: running scripts/sft.sh first." >&2
+    bash scripts/sft.sh
+elif [[ -d "$model" && ! -f "$model/config.json" ]]; then
+    echo "No model in $model (config.json missing): train one first." >&2
+    exit 1
+fi
+
+python -m hf_sasrec.infer "$@"

@@ -1,0 +1,145 @@
+"""Faiss retrieval reproduces the model's own top-K, excludes what it must, and is never used stale."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from model_helpers import VOCAB_SIZE, left_pad, random_items, tiny_model
+
+from hf_sasrec import last_real_states
+from hf_sasrec.retrieval import (
+    ItemIndex,
+    RetrievalConfig,
+    StaleIndexError,
+    index_exists,
+    load_or_build_item_index,
+)
+
+NUM_SPECIAL = 5
+
+
+def users_and_logits(model, input_ids):
+    """User states `[batch, hidden]` from the encoder and next-item logits `[batch, vocab]` from the head."""
+    with torch.no_grad():
+        states = last_real_states(model.model(input_ids=input_ids).last_hidden_state, input_ids.ne(0))
+        logits = model(input_ids=input_ids, logits_to_keep=1).logits[:, -1]
+    return states, logits
+
+
+def reference_top_k(logits, k, exclude=None):
+    """Top-k token ids of the logits with special tokens (and each row's `exclude`) masked out."""
+    logits = logits.clone()
+    logits[:, :NUM_SPECIAL] = -torch.inf
+    for row, ids in enumerate(exclude or []):
+        logits[row, list(ids)] = -torch.inf
+    return logits.topk(k)
+
+
+@pytest.fixture
+def model_and_batch():
+    model = tiny_model("sasrec", seed=3)
+    input_ids = left_pad(random_items(6, 7, seed=1), 3)
+    input_ids[0, :8] = 0  # a two-item history
+    return model, input_ids
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, exact, strict=True)]))
+
+
+def test_exact_index_reproduces_the_model_top_k_and_scores(model_and_batch):
+    model, input_ids = model_and_batch
+    states, logits = users_and_logits(model, input_ids)
+    index = ItemIndex.build(model.get_output_embeddings().weight, NUM_SPECIAL)
+    assert index.num_items == VOCAB_SIZE - NUM_SPECIAL
+    scores, ids = index.search(states, k=10)
+    expected = reference_top_k(logits, 10)
+    np.testing.assert_array_equal(ids, expected.indices.numpy())
+    torch.testing.assert_close(torch.from_numpy(scores), expected.values, atol=1e-5, rtol=1e-5)
+
+
+def test_history_exclusion_matches_masked_logits(model_and_batch):
+    model, input_ids = model_and_batch
+    states, logits = users_and_logits(model, input_ids)
+    exclude = [set(row[row > 0].tolist()) for row in input_ids]
+    index = ItemIndex.build(model.get_output_embeddings().weight, NUM_SPECIAL)
+    scores, ids = index.search(states, k=8, exclude=exclude)
+    for row, excluded in enumerate(exclude):
+        assert not excluded & set(ids[row].tolist())
+    expected = reference_top_k(logits, 8, exclude)
+    np.testing.assert_array_equal(ids, expected.indices.numpy())
+    torch.testing.assert_close(torch.from_numpy(scores), expected.values, atol=1e-5, rtol=1e-5)
+
+
+def test_rows_that_run_out_of_items_end_with_minus_one():
+    embeddings = torch.randn(12, 4, generator=torch.Generator().manual_seed(0))
+    index = ItemIndex.build(embeddings, NUM_SPECIAL)
+    everything_but_two = set(range(NUM_SPECIAL, 10))
+    scores, ids = index.search(torch.randn(1, 4), k=5, exclude=[everything_but_two])
+    assert sorted(ids[0, :2].tolist()) == [10, 11]
+    assert ids[0, 2:].tolist() == [-1, -1, -1]
+    assert np.isneginf(scores[0, 2:]).all() and np.isfinite(scores[0, :2]).all()
+
+
+@pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
+def test_approximate_indexes_recall_the_exact_top_10(index_type):
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(2000 + NUM_SPECIAL, 32, generator=generator)
+    users = torch.randn(300, 32, generator=generator)
+    _, exact = ItemIndex.build(embeddings, NUM_SPECIAL).search(users, 10)
+    approximate = ItemIndex.build(embeddings, NUM_SPECIAL, RetrievalConfig(index_type=index_type))
+    assert approximate.num_items == 2000
+    _, found = approximate.search(users, 10)
+    assert found.min() >= NUM_SPECIAL
+    assert recall_at_k(found, exact) >= 0.95
+
+
+def test_saved_index_reloads_with_the_same_results(model_and_batch, tmp_path):
+    model, input_ids = model_and_batch
+    states, _ = users_and_logits(model, input_ids)
+    weights = model.get_output_embeddings().weight
+    index = ItemIndex.build(weights, NUM_SPECIAL, RetrievalConfig(index_type="hnsw", hnsw_m=8))
+    index.save(tmp_path)
+    assert index_exists(tmp_path)
+    reloaded = ItemIndex.load(tmp_path, weights, NUM_SPECIAL)
+    assert reloaded.config == index.config
+    for got, expected in zip(reloaded.search(states, 5), index.search(states, 5), strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_stale_index_is_detected_and_rebuilt(model_and_batch, tmp_path, caplog):
+    model, input_ids = model_and_batch
+    weights = model.get_output_embeddings().weight
+    load_or_build_item_index(tmp_path, weights, NUM_SPECIAL)
+    with torch.no_grad():
+        weights[7] += 0.5  # a "fine-tuned" model: one item moved
+    with pytest.raises(StaleIndexError, match="other item embeddings"):
+        ItemIndex.load(tmp_path, weights, NUM_SPECIAL)
+    with caplog.at_level(logging.WARNING, logger="hf_sasrec.retrieval"):
+        rebuilt = load_or_build_item_index(tmp_path, weights, NUM_SPECIAL)
+    assert "Rebuilding" in caplog.text
+    states, logits = users_and_logits(model, input_ids)
+    np.testing.assert_array_equal(rebuilt.search(states, 10)[1], reference_top_k(logits, 10).indices.numpy())
+    assert ItemIndex.load(tmp_path, weights, NUM_SPECIAL).fingerprint == rebuilt.fingerprint
+
+
+def test_a_saved_index_of_another_type_is_replaced_when_another_config_is_asked(model_and_batch, tmp_path):
+    weights = model_and_batch[0].get_output_embeddings().weight
+    load_or_build_item_index(tmp_path, weights, NUM_SPECIAL)
+    hnsw = load_or_build_item_index(tmp_path, weights, NUM_SPECIAL, RetrievalConfig(index_type="hnsw"))
+    assert hnsw.config.index_type == "hnsw"
+    assert ItemIndex.load(tmp_path, weights, NUM_SPECIAL).config.index_type == "hnsw"
+
+
+def test_bad_arguments_raise_clear_errors(model_and_batch):
+    weights = model_and_batch[0].get_output_embeddings().weight
+    with pytest.raises(ValueError, match="index_type"):
+        RetrievalConfig(index_type="annoy")
+    with pytest.raises(ValueError, match="hnsw_m"):
+        RetrievalConfig(hnsw_m=0)
+    index = ItemIndex.build(weights, NUM_SPECIAL)
+    with pytest.raises(ValueError, match="k must lie"):
+        index.search(torch.zeros(1, weights.shape[1]), k=VOCAB_SIZE)
+    with pytest.raises(ValueError, match="exclude has 2 rows"):
+        index.search(torch.zeros(1, weights.shape[1]), k=3, exclude=[[], []])
