@@ -12,6 +12,7 @@ from .configuration_sasrec_gate import SASRecGateConfig
 from .configuration_sasrec_moe import SASRecMoEConfig
 from .configuration_sasrec_rope import SASRecRopeConfig
 from .configuration_tisasrec import TiSASRecConfig
+from .evaluation import evaluate_next_item
 from .model_card import save_for_hub
 from .modeling_mhc import MHCForCausalLM, MHCModel
 from .modeling_sasrec import SASRecForCausalLM, SASRecModel, last_real_states
@@ -68,6 +69,7 @@ __all__ = [
     "TiSASRecConfig",
     "TiSASRecForCausalLM",
     "TiSASRecModel",
+    "evaluate_next_item",
     "last_real_states",
     "save_for_hub",
 ]

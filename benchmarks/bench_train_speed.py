@@ -1,0 +1,216 @@
+"""Speed benchmark: training throughput (sequences/s) and peak memory of each variant, evaluation throughput.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_train_speed.py --data data/games --steps 50
+
+Every variant is built with the SASRec paper's Games config (maxlen 50, hidden 50, 2 blocks, 1 head, dropout 0.5,
+batch 128, Adam lr 1e-3) and trained for `--steps` steps on batches of the real Games train split (collated once,
+outside the timing) with the given loss, in its own subprocess so that peak RSS (`ru_maxrss`) is its own. The
+evaluation benchmark scores the test split with `evaluate_next_item` (full ranking, all users, all items).
+
+`--reference` also times `ReferenceSASRec`: a minimal re-implementation, written for this benchmark, of the training
+step of the reference PyTorch SASRec (pmixer/SASRec.pytorch, which cannot be installed or downloaded here): learned
+positions, `nn.MultiheadAttention` blocks with a LayerNorm on the queries, Conv1d point-wise feed-forward, BCE on one
+sampled negative a position. It is NOT the reference code; it follows its published architecture.
+Results are appended to `benchmarks/results/train_speed.jsonl`.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from datasets import DatasetDict
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+
+import hf_sasrec
+from hf_sasrec.data_collator import NextItemCollator, model_uses_timestamps
+from hf_sasrec.evaluation import evaluate_next_item
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "train_speed.jsonl"
+PAPER = {
+    "hidden_size": 50,
+    "intermediate_size": 50,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 1,
+    "max_position_embeddings": 50,
+    "hidden_dropout_prob": 0.5,
+    "attention_dropout": 0.5,
+}
+BATCH, MAX_LENGTH, WARMUP = 128, 50, 5
+
+
+class ReferenceSASRec(nn.Module):
+    """Benchmark-only re-implementation of the reference SASRec.pytorch model (see the module docstring)."""
+
+    def __init__(self, num_items: int, hidden: int = 50, blocks: int = 2, heads: int = 1, dropout: float = 0.5):
+        super().__init__()
+        self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
+        self.pos_emb = nn.Embedding(MAX_LENGTH + 1, hidden, padding_idx=0)
+        self.emb_dropout = nn.Dropout(dropout)
+        self.attention_norms = nn.ModuleList(nn.LayerNorm(hidden, eps=1e-8) for _ in range(blocks))
+        self.attentions = nn.ModuleList(nn.MultiheadAttention(hidden, heads, dropout) for _ in range(blocks))
+        self.forward_norms = nn.ModuleList(nn.LayerNorm(hidden, eps=1e-8) for _ in range(blocks))
+        self.forwards = nn.ModuleList(
+            nn.Sequential(nn.Conv1d(hidden, hidden, 1), nn.Dropout(dropout), nn.ReLU(), nn.Conv1d(hidden, hidden, 1))
+            for _ in range(blocks)
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.last_norm = nn.LayerNorm(hidden, eps=1e-8)
+
+    def log2feats(self, seqs: torch.LongTensor) -> torch.Tensor:
+        """`[batch, length]` item ids (0 = padding, left) to `[batch, length, hidden]`."""
+        states = self.item_emb(seqs) * self.item_emb.embedding_dim**0.5
+        positions = torch.arange(1, seqs.shape[1] + 1).expand_as(seqs) * seqs.ne(0)
+        states = self.emb_dropout(states + self.pos_emb(positions))
+        keep = seqs.ne(0)[..., None]
+        states = states * keep
+        causal = ~torch.tril(torch.ones(seqs.shape[1], seqs.shape[1], dtype=torch.bool))
+        for attention_norm, attention, forward_norm, feed_forward in zip(
+            self.attention_norms, self.attentions, self.forward_norms, self.forwards, strict=True
+        ):
+            states = states.transpose(0, 1)
+            queries = attention_norm(states)
+            output, _ = attention(queries, states, states, attn_mask=causal)
+            states = (queries + output).transpose(0, 1)
+            states = forward_norm(states)
+            ffn = self.dropout(feed_forward(states.transpose(-1, -2)).transpose(-1, -2))
+            states = (states + ffn) * keep
+        return self.last_norm(states)
+
+    def loss(self, seqs: torch.LongTensor, positives: torch.LongTensor, negatives: torch.LongTensor) -> torch.Tensor:
+        features = self.log2feats(seqs)
+        positive_logits = (features * self.item_emb(positives)).sum(-1)
+        negative_logits = (features * self.item_emb(negatives)).sum(-1)
+        mask = positives.ne(0)
+        criterion = nn.BCEWithLogitsLoss()
+        return criterion(positive_logits[mask], torch.ones_like(positive_logits[mask])) + criterion(
+            negative_logits[mask], torch.zeros_like(negative_logits[mask])
+        )
+
+
+def training_batches(data_dir: str, steps: int, with_timestamps: bool) -> list[dict]:
+    train = DatasetDict.load_from_disk(data_dir)["train"].filter(lambda row: len(row["item_ids"]) >= 2)
+    rows = train.shuffle(seed=0).select(range(BATCH * (steps + WARMUP)))
+    collator = NextItemCollator(MAX_LENGTH, with_timestamps=with_timestamps)
+    return [collator([rows[i] for i in range(start, start + BATCH)]) for start in range(0, len(rows), BATCH)]
+
+
+def time_steps(step, batches: list[dict]) -> float:
+    """Sequences per second of `step(batch)` over the batches after `WARMUP`."""
+    for batch in batches[:WARMUP]:
+        step(batch)
+    start = time.perf_counter()
+    for batch in batches[WARMUP:]:
+        step(batch)
+    return BATCH * (len(batches) - WARMUP) / (time.perf_counter() - start)
+
+
+def bench_variant(data_dir: str, model_type: str, loss_type: str, steps: int) -> dict:
+    stats = json.loads((Path(data_dir) / "stats.json").read_text())
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(model_type, vocab_size=stats["vocab_size"], loss_type=loss_type, **PAPER)
+    model = AutoModelForCausalLM.from_config(config).train()
+    batches = training_batches(data_dir, steps, model_uses_timestamps(model))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
+
+    def step(batch: dict) -> None:
+        optimizer.zero_grad()
+        model(**batch, logits_to_keep=1).loss.backward()
+        optimizer.step()
+
+    return {"model_type": model_type, "loss_type": loss_type, "train_seq_per_s": time_steps(step, batches)}
+
+
+def bench_reference(data_dir: str, steps: int) -> dict:
+    stats = json.loads((Path(data_dir) / "stats.json").read_text())
+    num_special = stats["num_special_tokens"]
+    torch.manual_seed(0)
+    model = ReferenceSASRec(stats["num_items"]).train()
+    batches = training_batches(data_dir, steps, with_timestamps=False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
+
+    def step(batch: dict) -> None:
+        shift = batch["attention_mask"] * (num_special - 1)  # token ids to the reference's 1-based item ids
+        seqs = batch["input_ids"] - shift
+        positives = (batch["labels"] - (num_special - 1)).clamp(min=0)
+        negatives = torch.randint(1, stats["num_items"] + 1, positives.shape) * positives.ne(0)
+        optimizer.zero_grad()
+        model.loss(seqs, positives, negatives).backward()
+        optimizer.step()
+
+    return {
+        "model_type": "reference_sasrec_reimplementation",
+        "loss_type": "bce",
+        "train_seq_per_s": time_steps(step, batches),
+    }
+
+
+def bench_evaluation(data_dir: str) -> dict:
+    stats = json.loads((Path(data_dir) / "stats.json").read_text())
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model("sasrec", vocab_size=stats["vocab_size"], **PAPER))
+    test = DatasetDict.load_from_disk(data_dir)["test"]
+    start = time.perf_counter()
+    evaluate_next_item(model, test, protocol="full", batch_size=512, max_length=MAX_LENGTH)
+    elapsed = time.perf_counter() - start
+    return {
+        "model_type": "sasrec",
+        "eval_protocol": "full",
+        "eval_users": len(test),
+        "eval_users_per_s": len(test) / elapsed,
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one measurement in this process and print its record with the peak RSS."""
+    if args.what == "reference":
+        record = bench_reference(args.data, args.steps)
+    elif args.what == "evaluation":
+        record = bench_evaluation(args.data)
+    else:
+        model_type, loss_type = args.what.split(":")
+        record = bench_variant(args.data, model_type, loss_type, args.steps)
+    record["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(record))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="data/games")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--losses", nargs="+", default=["bce"])
+    parser.add_argument("--variants", nargs="+", default=list(hf_sasrec.VARIANTS))
+    parser.add_argument("--reference", action="store_true", help="also time the reference re-implementation")
+    parser.add_argument("--skip-evaluation", action="store_true", help="only the training throughput")
+    parser.add_argument("--repeats", type=int, default=1, help="measure the list this many times, interleaved")
+    parser.add_argument("--what", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.what:
+        return child(args)
+    if not Path(args.data).is_dir():
+        sys.exit(
+            f"{args.data} is absent: prepare it with python -m data_preprocess (train_configs/sft/games_paper.yaml)."
+        )
+    jobs = [f"{variant}:{loss}" for loss in args.losses for variant in args.variants]
+    jobs = (jobs + ["reference"] * args.reference) * args.repeats + ["evaluation"] * (not args.skip_evaluation)
+    for job in jobs:
+        command = [sys.executable, __file__, "--data", args.data, "--steps", str(args.steps), "--what", job]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            record = {"job": job, "error": result.stderr.strip().splitlines()[-1]}
+        else:
+            record = json.loads(result.stdout.strip().splitlines()[-1])
+        record.update({"data": args.data, "steps": args.steps, "batch": BATCH, "command": " ".join(command[1:])})
+        with RESULTS.open("a") as file:
+            file.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    main()

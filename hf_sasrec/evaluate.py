@@ -1,0 +1,79 @@
+"""Evaluate a saved next-item model on a processed split.
+
+    python -m hf_sasrec.evaluate CKPT [--data DIR] [--split test] [--protocol full|sampled ...] [--include-history]
+
+`CKPT` is a run folder of `hf_sasrec.sft` (or any `save_pretrained` folder of this package's models). The data
+folder and history length default to the run's `run_info.json`. Prints the metrics table; `--output` writes the
+metrics as JSON.
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from datasets import DatasetDict
+from transformers import AutoModelForCausalLM
+
+from .evaluation import PROTOCOLS, evaluate_next_item, metrics_table
+from .processed_data import drop_short_rows
+
+logger = logging.getLogger("hf_sasrec.evaluate")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m hf_sasrec.evaluate", description=__doc__)
+    parser.add_argument("checkpoint", help="a saved model folder (e.g. outputs/sft/default)")
+    parser.add_argument("--data", help="processed data folder (default: data_dir of the run's run_info.json)")
+    parser.add_argument("--split", default="test", choices=("valid", "test"))
+    parser.add_argument("--protocol", nargs="+", default=["full"], choices=PROTOCOLS)
+    parser.add_argument("--include-history", action="store_true", help="full protocol: rank history items too")
+    parser.add_argument("--num-sampled-negatives", type=int, default=100)
+    parser.add_argument("--max-length", type=int, help="history items read (default: the run's max_length)")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", help="write the metrics to this JSON file")
+    return parser.parse_args(argv)
+
+
+def run_info(checkpoint: str) -> dict:
+    """The `run_info.json` of a run folder, or `{}`."""
+    path = Path(checkpoint) / "run_info.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = parse_args(argv)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if not Path(args.checkpoint).is_dir():
+        raise FileNotFoundError(f"Checkpoint folder {args.checkpoint!r} does not exist.")
+    info = run_info(args.checkpoint)
+    data_dir = args.data or info.get("data_dir")
+    if data_dir is None:
+        raise ValueError(f"{args.checkpoint} has no run_info.json: pass --data.")
+    if not Path(data_dir).is_dir():
+        raise FileNotFoundError(f"Dataset path {data_dir!r} does not exist.")
+    model = AutoModelForCausalLM.from_pretrained(args.checkpoint, trust_remote_code=True)
+    split = DatasetDict.load_from_disk(data_dir)[args.split]
+    split = drop_short_rows(split, args.split)
+    metrics = {}
+    for protocol in args.protocol:
+        scores = evaluate_next_item(
+            model,
+            split,
+            protocol=protocol,
+            exclude_history=not args.include_history,
+            num_sampled_negatives=args.num_sampled_negatives,
+            batch_size=args.batch_size,
+            max_length=args.max_length or info.get("max_length"),
+            seed=args.seed,
+        )
+        metrics.update({f"{args.split}_{name}": value for name, value in scores.items()})
+    print(metrics_table(metrics, prefix=f"{args.split}_"))
+    if args.output:
+        Path(args.output).write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""`transformers.Trainer` for next-item training, evaluated with the ranking metrics of `hf_sasrec.evaluation`."""
+
+import time
+
+from transformers import Trainer
+from transformers.trainer_utils import speed_metrics
+
+from .evaluation import evaluate_next_item
+
+
+class NextItemTrainer(Trainer):
+    """A `Trainer` whose training batches skip the logits and whose evaluation ranks items.
+
+    Training passes `logits_to_keep=1` to the model: the next-item loss is computed from the hidden states, so the
+    `[batch, length, vocab]` logits are never built. The loss is a per-batch mean (the model takes no
+    `num_items_in_batch`).
+
+    `evaluate` runs [`evaluate_next_item`] on the evaluation split and logs `eval_{protocol}/hr@10`,
+    `eval_{protocol}/ndcg@10`, ..., so that `metric_for_best_model="full/ndcg@10"`, `EarlyStoppingCallback` and
+    `load_best_model_at_end` work. Every process computes the same metrics on the whole split (no sampler sharding),
+    so they agree on the best checkpoint.
+
+    Args:
+        eval_protocol: `"full"` or `"sampled"`.
+        exclude_history: `full` protocol: drop the user's history items from the ranking.
+        num_sampled_negatives: `sampled` protocol: negatives per user.
+        max_length: history items the model reads.
+    """
+
+    def __init__(
+        self,
+        *args,
+        eval_protocol: str = "full",
+        exclude_history: bool = True,
+        num_sampled_negatives: int = 100,
+        max_length: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False
+        self.evaluation_kwargs = {
+            "protocol": eval_protocol,
+            "exclude_history": exclude_history,
+            "num_sampled_negatives": num_sampled_negatives,
+            "max_length": max_length,
+        }
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return super().compute_loss(model, {**inputs, "logits_to_keep": 1}, return_outputs, num_items_in_batch)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Ranking metrics of the current model on `eval_dataset` (default: the trainer's), logged and returned."""
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        self._memory_tracker.start()
+        start = time.time()
+        model = self.accelerator.unwrap_model(self.model)
+        scores = evaluate_next_item(
+            model,
+            dataset,
+            batch_size=self.args.per_device_eval_batch_size,
+            seed=self.args.seed,
+            **self.evaluation_kwargs,
+        )
+        metrics = {f"{metric_key_prefix}_{name}": value for name, value in scores.items()}
+        metrics.update(speed_metrics(metric_key_prefix, start, num_samples=len(dataset)))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        self._memory_tracker.stop_and_update_metrics(metrics)
+        return metrics
