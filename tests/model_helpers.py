@@ -9,6 +9,16 @@ VARIANT_NAMES = list(hf_sasrec.VARIANTS)
 SDPA_VARIANTS = [name for name in VARIANT_NAMES if hf_sasrec.VARIANTS[name][2]._supports_sdpa]
 VOCAB_SIZE = 40
 
+HIDE_HF_SASREC = """
+import importlib.abc, json, sys
+class RefuseHfSasrec(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_sasrec" or name.startswith("hf_sasrec."):
+            raise ImportError(f"{name} is hidden for this test")
+sys.meta_path.insert(0, RefuseHfSasrec())
+"""
+"""Source that a subprocess runs first so that `import hf_sasrec` fails in it, as where the package is absent."""
+
 
 def tiny_config(variant: str, **overrides):
     """A two-block, 16-wide config of `variant`, without dropout unless overridden."""

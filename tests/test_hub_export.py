@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import yaml
-from model_helpers import VOCAB_SIZE, tiny_model
+from model_helpers import HIDE_HF_SASREC, VOCAB_SIZE, tiny_model
 
 from hf_sasrec.item_tokenizer import NUM_SPECIAL_TOKENS, build_item_tokenizer
 from hf_sasrec.model_card import save_for_hub
@@ -20,14 +20,8 @@ HISTORIES = [[KEYS[3], KEYS[10], KEYS[0]], [KEYS[20]], [KEYS[5], KEYS[6], KEYS[7
 TIMES = [[100, 160, 400], [9], [1, 2, 3, 50, 51]]
 METRICS = {"test": {"full/hr@10": 0.1234, "full/ndcg@10": 0.0567}, "epoch": 3, "train_total_flos": 4.8e11}
 
-DOWNSTREAM = textwrap.dedent(
+DOWNSTREAM = HIDE_HF_SASREC + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-    class RefuseHfSasrec(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_sasrec" or name.startswith("hf_sasrec."):
-                raise ImportError(f"{name} is hidden for this test")
-    sys.meta_path.insert(0, RefuseHfSasrec())
     import faiss, torch
     from transformers import AutoModel, AutoTokenizer
     folder, histories, times = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])

@@ -7,16 +7,10 @@ import textwrap
 
 import pytest
 import torch
-from model_helpers import VARIANT_NAMES, extra_inputs, left_pad, random_items, tiny_model
+from model_helpers import HIDE_HF_SASREC, VARIANT_NAMES, extra_inputs, left_pad, random_items, tiny_model
 
-LOADER = textwrap.dedent(
+LOADER = HIDE_HF_SASREC + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-    class RefuseHfSasrec(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_sasrec" or name.startswith("hf_sasrec."):
-                raise ImportError(f"{name} is hidden for this test")
-    sys.meta_path.insert(0, RefuseHfSasrec())
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
     checkpoint, inputs_path = sys.argv[1], sys.argv[2]
