@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from datasets import Dataset, DatasetDict, load_from_disk
+from datasets import Dataset, load_from_disk
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
@@ -57,6 +57,7 @@ from trl.trainer.utils import FusedCausalLMOutput, pad
 from data_preprocess.preference import build_preference_pairs, model_item_embeddings
 
 from .item_tokenizer import save_item_tokenizer
+from .processed_data import load_processed_data
 from .training_args import read_yaml, split_command_line
 
 logger = logging.getLogger(__name__)
@@ -502,7 +503,7 @@ def run_dpo(args: RecommenderDPOConfig, script_args: DPOScriptArguments) -> dict
         preferences = load_from_disk(str(preference_dir))
     else:
         preferences = build_preferences(script_args, data_dir, preference_dir)
-    eval_split = DatasetDict.load_from_disk(data_dir)[script_args.eval_split]
+    eval_split = load_processed_data(data_dir)[0][script_args.eval_split]
 
     def rank(ranked_model: nn.Module) -> dict[str, float]:
         return evaluate_next_item(

@@ -12,11 +12,10 @@ import json
 import logging
 from pathlib import Path
 
-from datasets import DatasetDict
 from transformers import AutoModelForCausalLM
 
 from .evaluation import PROTOCOLS, evaluate_next_item, metrics_table
-from .processed_data import drop_short_rows
+from .processed_data import drop_short_rows, load_processed_data
 
 logger = logging.getLogger("hf_sasrec.evaluate")
 
@@ -51,11 +50,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     data_dir = args.data or info.get("data_dir")
     if data_dir is None:
         raise ValueError(f"{args.checkpoint} has no run_info.json: pass --data.")
-    if not Path(data_dir).is_dir():
-        raise FileNotFoundError(f"Dataset path {data_dir!r} does not exist.")
+    splits, _, _ = load_processed_data(data_dir)
     model = AutoModelForCausalLM.from_pretrained(args.checkpoint, trust_remote_code=True)
-    split = DatasetDict.load_from_disk(data_dir)[args.split]
-    split = drop_short_rows(split, args.split)
+    split = drop_short_rows(splits[args.split], args.split)
     metrics = {}
     for protocol in args.protocol:
         scores = evaluate_next_item(
