@@ -20,9 +20,9 @@ CONFIGS = {"games": "train_configs/sft/games_paper.yaml", "beauty": "train_confi
 PROTOCOLS = {"games": "sampled", "beauty": "full"}
 
 
-def run_one(dataset: str, model_type: str, loss_type: str, extra: list[str]) -> dict:
+def run_one(dataset: str, model_type: str, loss_type: str, extra: list[str], tag: str = "") -> dict:
     """Train and test one (variant, loss) on `dataset`; returns the benchmark record."""
-    output_dir = f"outputs/bench/{dataset}_{model_type}_{loss_type}"
+    output_dir = f"outputs/bench/{dataset}_{model_type}_{loss_type}{tag}"
     command = [
         sys.executable,
         "-m",
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(CONFIGS), required=True)
     parser.add_argument("--runs", nargs="+", required=True, help="model_type:loss_type pairs, run in order")
     parser.add_argument("--extra", nargs="*", default=[], help="key=value overrides for every run")
+    parser.add_argument("--tag", default="", help="suffix of the runs' output folders, to keep earlier runs")
     args = parser.parse_args()
     data_dir = ROOT / "data" / args.dataset
     if not data_dir.is_dir():
@@ -73,7 +74,7 @@ def main() -> None:
     results = ROOT / "benchmarks" / "results" / f"train_{args.dataset}.jsonl"
     for run in args.runs:
         model_type, loss_type = run.split(":")
-        record = run_one(args.dataset, model_type, loss_type, args.extra)
+        record = run_one(args.dataset, model_type, loss_type, args.extra, args.tag)
         with results.open("a") as file:
             file.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)

@@ -1,10 +1,12 @@
 """Speed benchmark: training throughput (sequences/s) and peak memory of each variant, evaluation throughput.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_train_speed.py --data data/games --steps 50
+    OMP_NUM_THREADS=1 python benchmarks/bench_train_speed.py --data data/games --steps 50 \
+        [--sampling group_by_length] [--reference]
 
 Every variant is built with the SASRec paper's Games config (maxlen 50, hidden 50, 2 blocks, 1 head, dropout 0.5,
 batch 128, Adam lr 1e-3) and trained for `--steps` steps on batches of the real Games train split (collated once,
-outside the timing) with the given loss, in its own subprocess so that peak RSS (`ru_maxrss`) is its own. The
+outside the timing; random rows, or length-bucketed with `--sampling group_by_length`) with the given loss and
+Trainer's default fused AdamW, in its own subprocess so that peak RSS (`ru_maxrss`) is its own. The
 evaluation benchmark scores the test split with `evaluate_next_item` (full ranking, all users, all items).
 
 `--reference` also times `ReferenceSASRec`: a minimal re-implementation, written for this benchmark, of the training
@@ -30,6 +32,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 import hf_sasrec
 from hf_sasrec.data_collator import NextItemCollator, model_uses_timestamps
 from hf_sasrec.evaluation import evaluate_next_item
+from hf_sasrec.length_bucket_sampler import LengthBucketSampler
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "train_speed.jsonl"
@@ -94,9 +97,17 @@ class ReferenceSASRec(nn.Module):
         )
 
 
-def training_batches(data_dir: str, steps: int, with_timestamps: bool) -> list[dict]:
+def training_batches(data_dir: str, steps: int, with_timestamps: bool, sampling: str = "random") -> list[dict]:
+    """`steps + WARMUP` batches of the Games train split: random rows, or the first batches of an epoch of
+    `LengthBucketSampler` (what `train_sampling_strategy=group_by_length` trains on; its batch order is shuffled,
+    so the first batches are a fair sample of the epoch)."""
     train = DatasetDict.load_from_disk(data_dir)["train"].filter(lambda row: len(row["item_ids"]) >= 2)
-    rows = train.shuffle(seed=0).select(range(BATCH * (steps + WARMUP)))
+    count = BATCH * (steps + WARMUP)
+    if sampling == "group_by_length":
+        lengths = [min(len(items) - 1, MAX_LENGTH) for items in train["item_ids"]]
+        rows = train.select(list(LengthBucketSampler(lengths, BATCH, seed=0))[:count])
+    else:
+        rows = train.shuffle(seed=0).select(range(count))
     collator = NextItemCollator(MAX_LENGTH, with_timestamps=with_timestamps)
     return [collator([rows[i] for i in range(start, start + BATCH)]) for start in range(0, len(rows), BATCH)]
 
@@ -111,20 +122,27 @@ def time_steps(step, batches: list[dict]) -> float:
     return BATCH * (len(batches) - WARMUP) / (time.perf_counter() - start)
 
 
-def bench_variant(data_dir: str, model_type: str, loss_type: str, steps: int) -> dict:
+def bench_variant(data_dir: str, model_type: str, loss_type: str, steps: int, sampling: str) -> dict:
     stats = json.loads((Path(data_dir) / "stats.json").read_text())
     torch.manual_seed(0)
     config = AutoConfig.for_model(model_type, vocab_size=stats["vocab_size"], loss_type=loss_type, **PAPER)
     model = AutoModelForCausalLM.from_config(config).train()
-    batches = training_batches(data_dir, steps, model_uses_timestamps(model))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
+    batches = training_batches(data_dir, steps, model_uses_timestamps(model), sampling)
+    # Trainer's default optimizer (`adamw_torch_fused`); weight decay 0 makes it Adam.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.0, fused=True)
 
     def step(batch: dict) -> None:
         optimizer.zero_grad()
         model(**batch, logits_to_keep=1).loss.backward()
         optimizer.step()
 
-    return {"model_type": model_type, "loss_type": loss_type, "train_seq_per_s": time_steps(step, batches)}
+    return {
+        "model_type": model_type,
+        "loss_type": loss_type,
+        "sampling": sampling,
+        "mean_padded_length": sum(batch["input_ids"].shape[1] for batch in batches) / len(batches),
+        "train_seq_per_s": time_steps(step, batches),
+    }
 
 
 def bench_reference(data_dir: str, steps: int) -> dict:
@@ -147,6 +165,7 @@ def bench_reference(data_dir: str, steps: int) -> dict:
     return {
         "model_type": "reference_sasrec_reimplementation",
         "loss_type": "bce",
+        "sampling": "random",
         "train_seq_per_s": time_steps(step, batches),
     }
 
@@ -175,7 +194,7 @@ def child(args: argparse.Namespace) -> None:
         record = bench_evaluation(args.data)
     else:
         model_type, loss_type = args.what.split(":")
-        record = bench_variant(args.data, model_type, loss_type, args.steps)
+        record = bench_variant(args.data, model_type, loss_type, args.steps, args.sampling)
     record["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(record))
 
@@ -186,6 +205,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--losses", nargs="+", default=["bce"])
     parser.add_argument("--variants", nargs="+", default=list(hf_sasrec.VARIANTS))
+    parser.add_argument(
+        "--sampling",
+        choices=["random", "group_by_length"],
+        default="random",
+        help="batches of the variants: random rows (as the reference) or length-bucketed (LengthBucketSampler)",
+    )
     parser.add_argument("--reference", action="store_true", help="also time the reference re-implementation")
     parser.add_argument("--skip-evaluation", action="store_true", help="only the training throughput")
     parser.add_argument("--repeats", type=int, default=1, help="measure the list this many times, interleaved")
@@ -201,6 +226,7 @@ def main() -> None:
     jobs = (jobs + ["reference"] * args.reference) * args.repeats + ["evaluation"] * (not args.skip_evaluation)
     for job in jobs:
         command = [sys.executable, __file__, "--data", args.data, "--steps", str(args.steps), "--what", job]
+        command += ["--sampling", args.sampling]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             record = {"job": job, "error": result.stderr.strip().splitlines()[-1]}

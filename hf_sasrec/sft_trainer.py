@@ -5,7 +5,9 @@ import time
 from transformers import Trainer
 from transformers.trainer_utils import speed_metrics
 
+from .data_collator import IGNORE_INDEX
 from .evaluation import evaluate_next_item
+from .length_bucket_sampler import LengthBucketSampler
 
 
 class NextItemTrainer(Trainer):
@@ -19,6 +21,12 @@ class NextItemTrainer(Trainer):
     `eval_{protocol}/ndcg@10`, ..., so that `metric_for_best_model="full/ndcg@10"`, `EarlyStoppingCallback` and
     `load_best_model_at_end` work. Every process computes the same metrics on the whole split (no sampler sharding),
     so they agree on the best checkpoint.
+
+    `train_sampling_strategy="group_by_length"` batches rows of similar history length with [`LengthBucketSampler`]
+    (the length of a row is its input window, `len(item_ids) - 1` cut to `max_length`, which is also its number of
+    targets); other strategies are `Trainer`'s. Bucketed batches hold from one to `max_length` targets a row, so the
+    batch-mean loss is scaled by `targets in the batch / mean targets a batch`: every target then weighs the same,
+    as in random batches, instead of the targets of short-history batches weighing up to `max_length` times more.
 
     Args:
         eval_protocol: `"full"` or `"sampled"`.
@@ -38,6 +46,8 @@ class NextItemTrainer(Trainer):
     ):
         super().__init__(*args, **kwargs)
         self.model_accepts_loss_kwargs = False
+        self.max_length = max_length
+        self.targets_per_batch: float | None = None
         self.evaluation_kwargs = {
             "protocol": eval_protocol,
             "exclude_history": exclude_history,
@@ -45,8 +55,22 @@ class NextItemTrainer(Trainer):
             "max_length": max_length,
         }
 
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        cap = self.max_length or float("inf")
+        lengths = [min(len(items) - 1, cap) for items in dataset["item_ids"]]
+        self.targets_per_batch = sum(lengths) / len(lengths) * self.args.train_batch_size
+        batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return LengthBucketSampler(lengths, batch_size, seed=self.args.seed)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        return super().compute_loss(model, {**inputs, "logits_to_keep": 1}, return_outputs, num_items_in_batch)
+        result = super().compute_loss(model, {**inputs, "logits_to_keep": 1}, return_outputs, num_items_in_batch)
+        if self.targets_per_batch is None:
+            return result
+        weight = inputs["labels"].ne(IGNORE_INDEX).sum() / self.targets_per_batch
+        return (result[0] * weight, result[1]) if return_outputs else result * weight
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Ranking metrics of the current model on `eval_dataset` (default: the trainer's), logged and returned."""

@@ -5,6 +5,7 @@
 #   bash scripts/sft.sh CONFIG.yaml [key=value ...]        # any TrainingArguments / SFT argument / model config field
 #   bash scripts/sft.sh STAGE1.yaml STAGE2.yaml [key=value ...]   # several configs run in order (two-stage training)
 #   NPROC=2 bash scripts/sft.sh ...                        # DDP through torchrun
+#   NPROC=2 LAUNCHER=accelerate bash scripts/sft.sh ...    # DDP through accelerate launch (gloo on CPU)
 #
 # The embedded MovieLens-100K is prepared with `python -m data_preprocess` when a config reads data/ml-100k and the
 # folder is absent; item text embeddings DATA_DIR/item_text.npy (two-stage stage 1) are computed when absent.
@@ -12,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 NPROC="${NPROC:-1}"
+LAUNCHER="${LAUNCHER:-torchrun}"
 DEFAULT_DATA="data/ml-100k"
 
 configs=()
@@ -26,8 +28,15 @@ if [ "${#configs[@]}" -eq 0 ]; then
   configs=("train_configs/sft/default.yaml")
 fi
 
-if [ "$NPROC" -gt 1 ]; then
+if [ "$NPROC" -gt 1 ] && [ "$LAUNCHER" = "accelerate" ]; then
+  # --multi_gpu selects accelerate's torch.distributed launcher, which on a CPU-only machine starts NPROC gloo
+  # processes; `--cpu` would select its single-process launcher.
+  launcher=(accelerate launch --multi_gpu --num_processes "$NPROC" -m hf_sasrec.sft)
+elif [ "$NPROC" -gt 1 ] && [ "$LAUNCHER" = "torchrun" ]; then
   launcher=(torchrun --standalone --nproc_per_node "$NPROC" -m hf_sasrec.sft)
+elif [ "$NPROC" -gt 1 ]; then
+  echo "sft.sh: LAUNCHER must be torchrun or accelerate, got $LAUNCHER" >&2
+  exit 2
 else
   launcher=(python -m hf_sasrec.sft)
 fi

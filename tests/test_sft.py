@@ -77,9 +77,15 @@ def test_bad_input_stops_before_training(data_dir, tmp_path, monkeypatch, overri
     assert not (tmp_path / "run").exists()
 
 
-def test_killed_run_resumes_to_the_same_metrics(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("sampling", ["random", "group_by_length"])
+def test_killed_run_resumes_to_the_same_metrics(data_dir, tmp_path, monkeypatch, sampling):
     """Train 3 epochs straight; train again, killed in epoch 2 (after the epoch-1 checkpoint), then resume."""
-    arguments = {"num_train_epochs": 3, "hidden_dropout_prob": 0.3, "attention_dropout": 0.1}
+    arguments = {
+        "num_train_epochs": 3,
+        "hidden_dropout_prob": 0.3,
+        "attention_dropout": 0.1,
+        "train_sampling_strategy": sampling,
+    }
     straight = sft.main(tiny_run_arguments(data_dir, tmp_path / "straight", **arguments))
 
     original_step = NextItemTrainer.training_step

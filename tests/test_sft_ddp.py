@@ -1,4 +1,5 @@
-"""Two CPU processes (gloo) through `torchrun`: DDP via Trainer shards the data and saves once."""
+"""Two CPU processes (gloo) through `torchrun` or `accelerate launch`: DDP via Trainer shards the data and saves
+once."""
 
 import json
 import os
@@ -14,18 +15,27 @@ TESTS = Path(__file__).parent
 
 
 @pytest.mark.ddp  # deselect with -m 'not ddp'
-def test_two_processes_see_different_users_and_save_once(tmp_path):
+@pytest.mark.parametrize(
+    ("launcher", "sampling"),
+    [
+        ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], "random"),
+        # The launcher of `LAUNCHER=accelerate bash scripts/sft.sh`, with length-bucketed batches.
+        (
+            [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"],
+            "group_by_length",
+        ),
+    ],
+    ids=["torchrun", "accelerate"],
+)
+def test_two_processes_see_different_users_and_save_once(tmp_path, launcher, sampling):
     data_dir = write_tiny_dataset(tmp_path / "data")
     output_dir = tmp_path / "run"
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
+        *launcher,
         str(TESTS / "ddp_worker.py"),
-        *tiny_run_arguments(data_dir, output_dir, num_train_epochs=1, ddp_backend="gloo"),
+        *tiny_run_arguments(
+            data_dir, output_dir, num_train_epochs=1, ddp_backend="gloo", train_sampling_strategy=sampling
+        ),
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
     process = subprocess.Popen(
