@@ -68,23 +68,30 @@ def test_bad_batch_size_is_refused():
         LengthBucketSampler([1, 2], batch_size=0)
 
 
-def test_trainer_batches_by_history_length(tmp_path):
-    """With train_sampling_strategy=group_by_length the trainer's loader pads each batch to rows of similar length."""
+def bucketed_trainer(tmp_path) -> NextItemTrainer:
+    """A `NextItemTrainer` with `train_sampling_strategy=group_by_length` over 200 tiny users (8 a batch), its model
+    in eval mode (no dropout)."""
     data_dir = write_tiny_dataset(tmp_path / "data", num_users=200)
     _, data_args, training_args, _ = parse_sft_args(
         tiny_run_arguments(data_dir, tmp_path / "run", train_sampling_strategy="group_by_length")
     )
     train = DatasetDict.load_from_disk(str(data_dir))["train"]
-    trainer = NextItemTrainer(
-        model=SASRecForCausalLM(SASRecConfig(vocab_size=35, hidden_size=16, num_attention_heads=2)),
+    torch.manual_seed(0)
+    return NextItemTrainer(
+        model=SASRecForCausalLM(SASRecConfig(vocab_size=35, hidden_size=16, num_attention_heads=2)).eval(),
         args=training_args,
         train_dataset=train,
         eval_dataset=train,
         data_collator=NextItemCollator(data_args.max_length),
         max_length=data_args.max_length,
     )
+
+
+def test_trainer_batches_by_history_length(tmp_path):
+    """With train_sampling_strategy=group_by_length the trainer's loader pads each batch to rows of similar length."""
+    trainer = bucketed_trainer(tmp_path)
     batches = list(trainer.get_train_dataloader())
-    assert sum(len(batch["input_ids"]) for batch in batches) == len(train)
+    assert sum(len(batch["input_ids"]) for batch in batches) == len(trainer.train_dataset)
     padding = sum(int(batch["attention_mask"].eq(0).sum()) for batch in batches)
     tokens = sum(int(batch["attention_mask"].sum()) for batch in batches)
     assert padding < 0.1 * tokens
@@ -93,24 +100,11 @@ def test_trainer_batches_by_history_length(tmp_path):
 def test_bucketed_batches_weigh_every_target_alike(tmp_path):
     """The trainer scales each bucketed batch's mean loss by its share of targets, so the loss it optimises over an
     epoch is the mean over targets, as with random batches."""
-    data_dir = write_tiny_dataset(tmp_path / "data", num_users=200)
-    _, data_args, training_args, _ = parse_sft_args(
-        tiny_run_arguments(data_dir, tmp_path / "run", train_sampling_strategy="group_by_length")
-    )
-    train = DatasetDict.load_from_disk(str(data_dir))["train"]
-    torch.manual_seed(0)
-    model = SASRecForCausalLM(SASRecConfig(vocab_size=35, hidden_size=16, num_attention_heads=2)).eval()
-    trainer = NextItemTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train,
-        eval_dataset=train,
-        data_collator=NextItemCollator(data_args.max_length),
-        max_length=data_args.max_length,
-    )
+    trainer = bucketed_trainer(tmp_path)
+    model, rows = trainer.model, len(trainer.train_dataset)
     batches = list(trainer.get_train_dataloader())
     targets = [int(batch["labels"].ne(-100).sum()) for batch in batches]
-    assert trainer.targets_per_batch == pytest.approx(sum(targets) / len(train) * 8)
+    assert trainer.targets_per_batch == pytest.approx(sum(targets) / rows * 8)
     with torch.no_grad():
         weighted = [float(trainer.compute_loss(model, batch)) for batch in batches]
         means = [float(model(**batch).loss) for batch in batches]
@@ -119,4 +113,4 @@ def test_bucketed_batches_weigh_every_target_alike(tmp_path):
         assert loss == pytest.approx(mean * count / trainer.targets_per_batch, rel=1e-5)
     # Summed over the epoch: the per-target mean loss times the number of batches of a full size.
     per_target = sum(mean * count for mean, count in zip(means, targets, strict=True)) / sum(targets)
-    assert sum(weighted) == pytest.approx(per_target * len(train) / 8, rel=1e-5)
+    assert sum(weighted) == pytest.approx(per_target * rows / 8, rel=1e-5)
