@@ -1,0 +1,55 @@
+"""Markdown table of the accuracy benchmark records (`benchmarks/results/train_{dataset}.jsonl`).
+
+    python benchmarks/summarize_train.py --dataset games [--baseline-ndcg 0.5360]
+
+One row per record that finished, in file order: variant, loss, batches (random or length-bucketed, read from the
+record's command), test HR@10 and NDCG@10 under the dataset's protocol (Games: `sampled`, with the `full` figures
+beside; Beauty: `full`), epochs, best epoch, wall time, and NDCG@10 relative to `--baseline-ndcg` (default: the
+paper's 0.5360 on Games, the best `sasrec` + `bce` record on Beauty).
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PAPER_GAMES_NDCG = 0.5360
+
+
+def batches_of(record: dict) -> str:
+    return "bucketed" if "train_sampling_strategy=group_by_length" in record.get("command", "") else "random"
+
+
+def table(records: list[dict], baseline: float, with_full: bool) -> str:
+    """`with_full`: add the `full`-ranking figures of runs whose main protocol is `sampled`."""
+    full_columns = ["full HR@10", "full NDCG@10"] if with_full else []
+    columns = ["variant", "loss", "batches", "HR@10", "NDCG@10", "vs baseline", *full_columns]
+    columns += ["epochs", "best epoch", "wall time"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for record in records:
+        cells = [f"`{record['model_type']}`", f"`{record['loss_type']}`", batches_of(record)]
+        cells += [f"{record['hr@10']:.4f}", f"{record['ndcg@10']:.4f}", f"{record['ndcg@10'] / baseline - 1:+.1%}"]
+        if with_full:
+            cells += [f"{record['full_hr@10']:.4f}", f"{record['full_ndcg@10']:.4f}"]
+        cells += [f"{record['epochs']:g}", f"{record['best_epoch']:g}", f"{record['wall_s'] / 60:.0f} min"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=["games", "beauty"], required=True)
+    parser.add_argument("--baseline-ndcg", type=float, help="NDCG@10 the relative column compares with")
+    args = parser.parse_args()
+    lines = (RESULTS / f"train_{args.dataset}.jsonl").read_text().splitlines()
+    records = [record for record in map(json.loads, lines) if "ndcg@10" in record and record.get("best_epoch")]
+    baseline = args.baseline_ndcg
+    if baseline is None and args.dataset == "games":
+        baseline = PAPER_GAMES_NDCG
+    if baseline is None:
+        baseline = max(r["ndcg@10"] for r in records if r["model_type"] == "sasrec" and r["loss_type"] == "bce")
+    print(table(records, baseline, with_full=args.dataset == "games"))
+
+
+if __name__ == "__main__":
+    main()
