@@ -16,8 +16,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = {"games": "train_configs/sft/games_paper.yaml", "beauty": "train_configs/sft/beauty_full.yaml"}
-PROTOCOLS = {"games": "sampled", "beauty": "full"}
+CONFIGS = {
+    "games": "train_configs/sft/games_paper.yaml",
+    "beauty": "train_configs/sft/beauty_full.yaml",
+    "ml-100k": "train_configs/sft/default.yaml",
+}
+PROTOCOLS = {"games": "sampled", "beauty": "full", "ml-100k": "full"}
+# The default config names a model_config folder; each variant then reads its own (model_configs/<variant>).
+READS_MODEL_CONFIG = {"ml-100k"}
 
 
 def run_one(dataset: str, model_type: str, loss_type: str, extra: list[str], tag: str = "") -> dict:
@@ -29,6 +35,7 @@ def run_one(dataset: str, model_type: str, loss_type: str, extra: list[str], tag
         "hf_sasrec.sft",
         CONFIGS[dataset],
         f"model_type={model_type}",
+        *([f"model_config=model_configs/{model_type}"] if dataset in READS_MODEL_CONFIG else []),
         f"loss_type={loss_type}",
         f"output_dir={output_dir}",
         "disable_tqdm=true",

@@ -5,7 +5,7 @@
 One row per record that finished, in file order: variant, loss, batches (random or length-bucketed, read from the
 record's command), test HR@10 and NDCG@10 under the dataset's protocol (Games: `sampled`, with the `full` figures
 beside; Beauty: `full`), epochs, best epoch, wall time, and NDCG@10 relative to `--baseline-ndcg` (default: the
-paper's 0.5360 on Games, the best `sasrec` + `bce` record on Beauty).
+paper's 0.5360 on Games, the best `sasrec` + `bce` record elsewhere).
 """
 
 import argparse
@@ -38,7 +38,7 @@ def table(records: list[dict], baseline: float, with_full: bool) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=["games", "beauty"], required=True)
+    parser.add_argument("--dataset", choices=["games", "beauty", "ml-100k"], required=True)
     parser.add_argument("--baseline-ndcg", type=float, help="NDCG@10 the relative column compares with")
     args = parser.parse_args()
     lines = (RESULTS / f"train_{args.dataset}.jsonl").read_text().splitlines()

@@ -314,6 +314,8 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
         self.model = self.base_model_class(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+        # Tied weights are never saved; naming them lets Trainer's `load_best_model_at_end` re-tie them silently.
+        self._keys_to_ignore_on_save = set(self.all_tied_weights_keys)
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head

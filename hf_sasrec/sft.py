@@ -80,7 +80,9 @@ def resolve_resume(training_args: SFTTrainingArguments) -> str | bool | None:
 
 def check_data_fits_model(model: PreTrainedModel, splits: DatasetDict, stats: dict[str, Any]) -> None:
     """Timestamps for models that read them; every item id inside the vocabulary."""
-    if model_uses_timestamps(model) and (not stats.get("has_timestamps", True) or "timestamps" not in splits["train"]):
+    if model_uses_timestamps(model) and (
+        not stats.get("has_timestamps", True) or "timestamps" not in splits["train"].column_names
+    ):
         raise ValueError(
             f"{model.config.model_type} needs timestamps, but the dataset {stats.get('dataset', '')!r} has none "
             "(stats.json has_timestamps is false)."

@@ -42,6 +42,14 @@ def test_run_folder_holds_a_loadable_model_that_learned(data_dir, tmp_path):
     )
 
 
+def test_tisasrec_trains_on_the_timestamps_of_the_data(data_dir, tmp_path):
+    metrics = sft.main(
+        tiny_run_arguments(data_dir, tmp_path / "run", model_type="tisasrec", num_train_epochs=3, time_span=64)
+    )
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model_type"] == "tisasrec"
+    assert metrics["test_full/hr@10"] > 0.6
+
+
 def test_overrides_reach_training_arguments_and_config(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("model_config: model_configs/sasrec_moe\nlearning_rate: 1e-3\nnum_experts: 8\n")
