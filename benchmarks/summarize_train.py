@@ -17,7 +17,9 @@ PAPER_GAMES_NDCG = 0.5360
 
 
 def batches_of(record: dict) -> str:
-    return "bucketed" if "train_sampling_strategy=group_by_length" in record.get("command", "") else "random"
+    """Bucketed runs name the strategy on their command line or, when their YAML sets it, use `--tag _bucketed`."""
+    command = record.get("command", "")
+    return "bucketed" if "train_sampling_strategy=group_by_length" in command or "_bucketed" in command else "random"
 
 
 def table(records: list[dict], baseline: float, with_full: bool) -> str:
