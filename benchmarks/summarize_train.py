@@ -1,25 +1,45 @@
 """Markdown table of the accuracy benchmark records (`benchmarks/results/train_{dataset}.jsonl`).
 
-    python benchmarks/summarize_train.py --dataset games [--baseline-ndcg 0.5360]
+    python benchmarks/summarize_train.py --dataset games [--baseline-ndcg 0.5360] [--latest]
 
-One row per record that finished, in file order: variant, loss, batches (random or length-bucketed, read from the
-record's command), test HR@10 and NDCG@10 under the dataset's protocol (Games: `sampled`, with the `full` figures
-beside; Beauty: `full`), epochs, best epoch, wall time, and NDCG@10 relative to `--baseline-ndcg` (default: the
-paper's 0.5360 on Games, the best `sasrec` + `bce` record elsewhere).
+One row per record that finished, in file order (with `--latest`: only the last record of each variant, size,
+loss and kind of batches, ordered by variant, size, loss and batches): variant (with the model-size overrides of its
+command), loss, batches (random or length-bucketed, read from the record's command), test HR@10 and NDCG@10 under
+the dataset's protocol (Games: `sampled`, with the `full` figures beside; Beauty: `full`), epochs, best epoch, wall
+time, and NDCG@10 relative to `--baseline-ndcg` (default: the paper's 0.5360 on Games, the best `sasrec` + `bce`
+record elsewhere).
 """
 
 import argparse
 import json
 from pathlib import Path
 
+import hf_sasrec
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER_GAMES_NDCG = 0.5360
+MODEL_SIZE_KEYS = {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"}
 
 
 def batches_of(record: dict) -> str:
     """Bucketed runs name the strategy on their command line or, when their YAML sets it, use `--tag _bucketed`."""
     command = record.get("command", "")
     return "bucketed" if "train_sampling_strategy=group_by_length" in command or "_bucketed" in command else "random"
+
+
+def model_overrides(record: dict) -> str:
+    """Model-size overrides on the record's command line (e.g. `hidden_size=100`), shown beside the variant."""
+    words = record.get("command", "").split()
+    return " ".join(word for word in words if word.split("=")[0] in MODEL_SIZE_KEYS)
+
+
+def latest_per_run_kind(records: list[dict]) -> list[dict]:
+    """The last record of each (variant, size overrides, loss, batches), sorted by variant, size, then `ce` before
+    `bce`, random batches first."""
+    latest = {(r["model_type"], model_overrides(r), r["loss_type"], batches_of(r)): r for r in records}
+    order = list(hf_sasrec.VARIANTS)
+    keys = sorted(latest, key=lambda k: (order.index(k[0]), k[1], k[2] != "ce", k[3] != "random"))
+    return [latest[key] for key in keys]
 
 
 def table(records: list[dict], baseline: float, with_full: bool) -> str:
@@ -29,7 +49,8 @@ def table(records: list[dict], baseline: float, with_full: bool) -> str:
     columns += ["epochs", "best epoch", "wall time"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for record in records:
-        cells = [f"`{record['model_type']}`", f"`{record['loss_type']}`", batches_of(record)]
+        variant = " ".join([f"`{record['model_type']}`", model_overrides(record)]).strip()
+        cells = [variant, f"`{record['loss_type']}`", batches_of(record)]
         cells += [f"{record['hr@10']:.4f}", f"{record['ndcg@10']:.4f}", f"{record['ndcg@10'] / baseline - 1:+.1%}"]
         if with_full:
             cells += [f"{record['full_hr@10']:.4f}", f"{record['full_ndcg@10']:.4f}"]
@@ -42,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["games", "beauty", "ml-100k"], required=True)
     parser.add_argument("--baseline-ndcg", type=float, help="NDCG@10 the relative column compares with")
+    parser.add_argument("--latest", action="store_true", help="one row per variant, loss and batches: the last run")
     args = parser.parse_args()
     lines = (RESULTS / f"train_{args.dataset}.jsonl").read_text().splitlines()
     records = [record for record in map(json.loads, lines) if "ndcg@10" in record and record.get("best_epoch")]
@@ -50,6 +72,8 @@ def main() -> None:
         baseline = PAPER_GAMES_NDCG
     if baseline is None:
         baseline = max(r["ndcg@10"] for r in records if r["model_type"] == "sasrec" and r["loss_type"] == "bce")
+    if args.latest:
+        records = latest_per_run_kind(records)
     print(table(records, baseline, with_full=args.dataset == "games"))
 
 
