@@ -82,7 +82,9 @@ def test_unknown_items_are_reported_logged_and_skipped(tokenizer, caplog):
     assert "Skipped 2 unknown items in 1 of 2 histories" in caplog.text
     assert noisy[0]["unknown_items"] == ["nope", "no such movie"]
     clean = recommender(["1003", "1010"], top_k=5)
-    assert noisy[0]["items"] == clean["items"] and noisy[0]["scores"] == clean["scores"]
+    assert noisy[0]["items"] == clean["items"]
+    # A batch of two (padded) histories and a single one differ by float rounding only.
+    torch.testing.assert_close(torch.tensor(noisy[0]["scores"]), torch.tensor(clean["scores"]), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("history", [[], ["unknown 1", "unknown 2"]])
