@@ -63,7 +63,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["games", "beauty", "ml-100k"], required=True)
     parser.add_argument("--baseline-ndcg", type=float, help="NDCG@10 the relative column compares with")
-    parser.add_argument("--latest", action="store_true", help="one row per variant, loss and batches: the last run")
+    parser.add_argument(
+        "--latest", action="store_true", help="one row per variant, size, loss and batches: the last run"
+    )
     args = parser.parse_args()
     lines = (RESULTS / f"train_{args.dataset}.jsonl").read_text().splitlines()
     records = [record for record in map(json.loads, lines) if "ndcg@10" in record and record.get("best_epoch")]
