@@ -2,12 +2,12 @@
 
     python benchmarks/summarize_train.py --dataset games [--baseline-ndcg 0.5360] [--latest]
 
-One row per record that finished, in file order (with `--latest`: only the last record of each variant, size,
-loss and kind of batches, ordered by variant, size, loss and batches): variant (with the model-size overrides of its
-command), loss, batches (random or length-bucketed, read from the record's command), test HR@10 and NDCG@10 under
-the dataset's protocol (Games: `sampled`, with the `full` figures beside; Beauty: `full`), epochs, best epoch, wall
-time, and NDCG@10 relative to `--baseline-ndcg` (default: the paper's 0.5360 on Games, the best `sasrec` + `bce`
-record elsewhere).
+One row per record that finished, in file order (with `--latest`: only the last record of each variant, model
+overrides, loss and kind of batches, ordered by variant, overrides, loss and batches): variant (with the model config
+overrides of its command), loss, batches (random or length-bucketed, read from the record's command), test HR@10 and
+NDCG@10 under the dataset's protocol (Games: `sampled`, with the `full` figures beside; Beauty: `full`), epochs,
+best epoch, wall time, and NDCG@10 relative to `--baseline-ndcg` (default: the paper's 0.5360 on Games, the best
+`sasrec` + `bce` record elsewhere).
 """
 
 import argparse
@@ -18,7 +18,8 @@ import hf_sasrec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER_GAMES_NDCG = 0.5360
-MODEL_SIZE_KEYS = {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"}
+# Model config fields of any variant; `loss_type` has its own column.
+MODEL_FIELDS = {name for config, *_ in hf_sasrec.VARIANTS.values() for name in config.__annotations__} - {"loss_type"}
 
 
 def batches_of(record: dict) -> str:
@@ -28,14 +29,15 @@ def batches_of(record: dict) -> str:
 
 
 def model_overrides(record: dict) -> str:
-    """Model-size overrides on the record's command line (e.g. `hidden_size=100`), shown beside the variant."""
+    """Model config overrides on the record's command line (e.g. `hidden_size=100`, `hidden_act=relu`), shown beside
+    the variant."""
     words = record.get("command", "").split()
-    return " ".join(word for word in words if word.split("=")[0] in MODEL_SIZE_KEYS)
+    return " ".join(word for word in words if word.split("=")[0] in MODEL_FIELDS)
 
 
 def latest_per_run_kind(records: list[dict]) -> list[dict]:
-    """The last record of each (variant, size overrides, loss, batches), sorted by variant, size, then `ce` before
-    `bce`, random batches first."""
+    """The last record of each (variant, model overrides, loss, batches), sorted by variant, overrides, then `ce`
+    before `bce`, random batches first."""
     latest = {(r["model_type"], model_overrides(r), r["loss_type"], batches_of(r)): r for r in records}
     order = list(hf_sasrec.VARIANTS)
     keys = sorted(latest, key=lambda k: (order.index(k[0]), k[1], k[2] != "ce", k[3] != "random"))
@@ -64,7 +66,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=["games", "beauty", "ml-100k"], required=True)
     parser.add_argument("--baseline-ndcg", type=float, help="NDCG@10 the relative column compares with")
     parser.add_argument(
-        "--latest", action="store_true", help="one row per variant, size, loss and batches: the last run"
+        "--latest", action="store_true", help="one row per variant, model overrides, loss and batches: the last run"
     )
     args = parser.parse_args()
     lines = (RESULTS / f"train_{args.dataset}.jsonl").read_text().splitlines()
