@@ -9,10 +9,9 @@ outside the timing; random rows, or length-bucketed with `--sampling group_by_le
 Trainer's default fused AdamW, in its own subprocess so that peak RSS (`ru_maxrss`) is its own. The
 evaluation benchmark scores the test split with `evaluate_next_item` (full ranking, all users, all items).
 
-`--reference` also times `ReferenceSASRec`: a minimal re-implementation, written for this benchmark, of the training
-step of the reference PyTorch SASRec (pmixer/SASRec.pytorch, which cannot be installed or downloaded here): learned
-positions, `nn.MultiheadAttention` blocks with a LayerNorm on the queries, Conv1d point-wise feed-forward, BCE on one
-sampled negative a position. It is NOT the reference code; it follows its published architecture.
+`--reference` also times the training step of `ReferenceSASRec` (`benchmarks/reference_sasrec.py`): a
+re-implementation of the reference PyTorch SASRec's model (pmixer/SASRec.pytorch), BCE on one sampled negative a
+position, on the same random batches (padded to their longest row).
 Results are appended to `benchmarks/results/train_speed.jsonl`.
 """
 
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import torch
 from datasets import DatasetDict
-from torch import nn
+from reference_sasrec import ReferenceSASRec, reference_inputs
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import hf_sasrec
@@ -46,55 +45,6 @@ PAPER = {
     "attention_dropout": 0.5,
 }
 BATCH, MAX_LENGTH, WARMUP = 128, 50, 5
-
-
-class ReferenceSASRec(nn.Module):
-    """Benchmark-only re-implementation of the reference SASRec.pytorch model (see the module docstring)."""
-
-    def __init__(self, num_items: int, hidden: int = 50, blocks: int = 2, heads: int = 1, dropout: float = 0.5):
-        super().__init__()
-        self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
-        self.pos_emb = nn.Embedding(MAX_LENGTH + 1, hidden, padding_idx=0)
-        self.emb_dropout = nn.Dropout(dropout)
-        self.attention_norms = nn.ModuleList(nn.LayerNorm(hidden, eps=1e-8) for _ in range(blocks))
-        self.attentions = nn.ModuleList(nn.MultiheadAttention(hidden, heads, dropout) for _ in range(blocks))
-        self.forward_norms = nn.ModuleList(nn.LayerNorm(hidden, eps=1e-8) for _ in range(blocks))
-        self.forwards = nn.ModuleList(
-            nn.Sequential(nn.Conv1d(hidden, hidden, 1), nn.Dropout(dropout), nn.ReLU(), nn.Conv1d(hidden, hidden, 1))
-            for _ in range(blocks)
-        )
-        self.dropout = nn.Dropout(dropout)
-        self.last_norm = nn.LayerNorm(hidden, eps=1e-8)
-
-    def log2feats(self, seqs: torch.LongTensor) -> torch.Tensor:
-        """`[batch, length]` item ids (0 = padding, left) to `[batch, length, hidden]`."""
-        states = self.item_emb(seqs) * self.item_emb.embedding_dim**0.5
-        positions = torch.arange(1, seqs.shape[1] + 1).expand_as(seqs) * seqs.ne(0)
-        states = self.emb_dropout(states + self.pos_emb(positions))
-        keep = seqs.ne(0)[..., None]
-        states = states * keep
-        causal = ~torch.tril(torch.ones(seqs.shape[1], seqs.shape[1], dtype=torch.bool))
-        for attention_norm, attention, forward_norm, feed_forward in zip(
-            self.attention_norms, self.attentions, self.forward_norms, self.forwards, strict=True
-        ):
-            states = states.transpose(0, 1)
-            queries = attention_norm(states)
-            output, _ = attention(queries, states, states, attn_mask=causal)
-            states = (queries + output).transpose(0, 1)
-            states = forward_norm(states)
-            ffn = self.dropout(feed_forward(states.transpose(-1, -2)).transpose(-1, -2))
-            states = (states + ffn) * keep
-        return self.last_norm(states)
-
-    def loss(self, seqs: torch.LongTensor, positives: torch.LongTensor, negatives: torch.LongTensor) -> torch.Tensor:
-        features = self.log2feats(seqs)
-        positive_logits = (features * self.item_emb(positives)).sum(-1)
-        negative_logits = (features * self.item_emb(negatives)).sum(-1)
-        mask = positives.ne(0)
-        criterion = nn.BCEWithLogitsLoss()
-        return criterion(positive_logits[mask], torch.ones_like(positive_logits[mask])) + criterion(
-            negative_logits[mask], torch.zeros_like(negative_logits[mask])
-        )
 
 
 def training_batches(data_dir: str, steps: int, with_timestamps: bool, sampling: str = "random") -> list[dict]:
@@ -154,9 +104,8 @@ def bench_reference(data_dir: str, steps: int) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
 
     def step(batch: dict) -> None:
-        shift = batch["attention_mask"] * (num_special - 1)  # token ids to the reference's 1-based item ids
-        seqs = batch["input_ids"] - shift
-        positives = (batch["labels"] - (num_special - 1)).clamp(min=0)
+        seqs = reference_inputs(batch["input_ids"], num_special)
+        positives = reference_inputs(batch["labels"], num_special)
         negatives = torch.randint(1, stats["num_items"] + 1, positives.shape) * positives.ne(0)
         optimizer.zero_grad()
         model.loss(seqs, positives, negatives).backward()
