@@ -15,8 +15,6 @@ padding positions left as attention keys (only the causal mask). Items are 1-bas
 import torch
 from torch import nn
 
-IGNORE_INDEX = -100
-
 
 class ReferenceSASRec(nn.Module):
     """SASRec as the reference PyTorch code builds it (see the module docstring)."""
