@@ -5,8 +5,8 @@ and history-list CSV logs; `data_preprocess.preference` builds DPO pairs; `data_
 item titles with a sentence-transformers model.
 """
 
-from .errors import DataFormatError
+from .errors import DataFormatError, PreprocessingError
 from .interactions import Columns
 from .pipeline import prepare
 
-__all__ = ["Columns", "DataFormatError", "prepare"]
+__all__ = ["Columns", "DataFormatError", "PreprocessingError", "prepare"]

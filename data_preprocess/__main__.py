@@ -1,17 +1,36 @@
-"""`python -m data_preprocess`: prepare a dataset; with no `--input`, MovieLens-100K from the recbole wheel."""
+"""`python -m data_preprocess`: prepare a dataset; with no `--input`, MovieLens-100K from the recbole wheel.
+
+User errors (a missing, empty or malformed input, options that give an empty split, ...) are one line on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 
-from .errors import setup_cli_output
+from .errors import PreprocessingError, cli_errors, setup_cli_output
 from .formats import FORMATS
 from .interactions import Columns
 from .pipeline import SPLITS, prepare
 
+PROG = "python -m data_preprocess"
+# What an output folder for the embedded MovieLens-100K is called (lower case, letters and digits only).
+MOVIELENS_NAMES = ("ml100k", "movielens")
+
+
+def check_default_output(output: str) -> None:
+    """Without `--input`, refuse an `--output` named for another data set (`data/beauty` would get MovieLens-100K)."""
+    name = re.sub(r"[^a-z0-9]", "", Path(output).name.lower())
+    if not any(movielens in name for movielens in MOVIELENS_NAMES):
+        raise PreprocessingError(
+            f"no --input given, so this would write the embedded MovieLens-100K into {output}; "
+            "pass --input FILE to prepare your own data, or an --output named for MovieLens-100K (e.g. data/ml-100k)"
+        )
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m data_preprocess", description=__doc__)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     parser.add_argument("--input", help="interaction file or directory (default: the embedded MovieLens-100K)")
     parser.add_argument("--output", default="data/ml-100k", help="output directory (default: %(default)s)")
     parser.add_argument("--format", default="auto", choices=FORMATS, help="input format (default: from the file)")
@@ -20,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-rating", type=float, help="keep interactions rated at least this")
     parser.add_argument("--low-rating", type=float, default=2.0, help="ratings at most this are DPO negatives")
     parser.add_argument("--k-core", type=int, help="drop users and items with fewer interactions, until stable")
+    parser.add_argument(
+        "--keep-duplicates", action="store_true", help="keep lines identical in user, item, time and rating"
+    )
     parser.add_argument("--dedup-consecutive", action="store_true", help="drop repeats of the previous item")
     parser.add_argument("--max-length", type=int, default=50, help="history length kept (default: %(default)s)")
     parser.add_argument("--split", default="leave-one-out", choices=SPLITS)
@@ -38,6 +60,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_cli_output()
+    with cli_errors(PROG):
+        if args.input is None:
+            check_default_output(args.output)
+        prepare_from_args(args)
+
+
+def prepare_from_args(args: argparse.Namespace) -> None:
+    """`prepare` with the command-line options."""
     prepare(
         args.input,
         args.output,
@@ -47,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         min_rating=args.min_rating,
         low_rating=args.low_rating,
         k_core=args.k_core,
+        keep_duplicates=args.keep_duplicates,
         dedup_consecutive=args.dedup_consecutive,
         max_length=args.max_length,
         split=args.split,

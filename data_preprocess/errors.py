@@ -1,15 +1,22 @@
-"""What can go wrong with an input: malformed data raises `DataFormatError`, everything dropped is counted."""
+"""What can go wrong with an input: malformed data raises `DataFormatError`, an input or options that cannot give a
+usable dataset `PreprocessingError`, and everything dropped is counted. On the command line each is one line."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger("data_preprocess")
 
 
-class DataFormatError(ValueError):
+class PreprocessingError(ValueError):
+    """The input or the options cannot give a usable dataset; the message says why and how to go on."""
+
+
+class DataFormatError(PreprocessingError):
     """Malformed input; the message names the file and the 1-based line (or row, for Parquet) where it is."""
 
     def __init__(self, path: str | Path, line: int, reason: str, text: str | None = None, unit: str = "line") -> None:
@@ -28,6 +35,17 @@ def require_file(path: str | Path) -> Path:
     return path
 
 
+def require_dataset_folder(path: str | Path) -> Path:
+    """The path of a folder written by `python -m data_preprocess`, or `FileNotFoundError` saying how to write it."""
+    path = Path(path)
+    if not (path / "dataset_dict.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not a dataset folder (no dataset_dict.json); write it with "
+            f"`python -m data_preprocess --input FILE --output {path}`"
+        )
+    return path
+
+
 def record_drops(dropped: Counter[str], reason: str, count: int, detail: str = "") -> None:
     """Add `count` rows dropped for `reason` to `dropped`, and log it."""
     if count:
@@ -42,3 +60,14 @@ def setup_cli_output() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logger.setLevel(logging.INFO)
     datasets.disable_progress_bars()
+
+
+@contextlib.contextmanager
+def cli_errors(prog: str) -> Iterator[None]:
+    """Command-line runs: a user error (bad input or options, a missing or unwritable file, a missing optional
+    package) is one line on stderr (`prog: error: ...`) and exit status 1, not a traceback."""
+    try:
+        yield
+    except (PreprocessingError, OSError, ImportError) as error:
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise SystemExit(f"{prog}: error: {message}") from None

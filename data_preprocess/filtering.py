@@ -1,4 +1,4 @@
-"""Filtering and ordering: rating threshold, chronological order, de-duplication of repeats, k-core.
+"""Filtering and ordering: exact duplicates, rating threshold, chronological order, repeats, k-core.
 
 Every function takes and returns a frame with integer columns `user_code` (users in natural key order) and
 `item_code`, besides the `Interactions` columns; its index is the source order. Dropped rows are counted by reason.
@@ -42,6 +42,18 @@ def sort_chronologically(frame: pd.DataFrame) -> pd.DataFrame:
     else:
         order = np.lexsort((times, users))
     return frame.iloc[order]
+
+
+def drop_exact_duplicates(frame: pd.DataFrame, dropped: Counter[str]) -> pd.DataFrame:
+    """Drop an interaction identical to an earlier line in user, item, time and (where present) rating.
+
+    Without times in the source, `timestamp` holds each line's position, so no two lines are identical: repeats
+    there are only dropped on request, by `drop_consecutive_repeats`.
+    """
+    duplicate = frame.duplicated([column for column in ("user", "item", "timestamp", "rating") if column in frame])
+    detail = "same user, item, time and rating as an earlier line; --keep-duplicates keeps them"
+    record_drops(dropped, "duplicate_interaction", int(duplicate.sum()), detail)
+    return frame[~duplicate.to_numpy()]
 
 
 def drop_consecutive_repeats(frame: pd.DataFrame, dropped: Counter[str]) -> pd.DataFrame:

@@ -6,7 +6,7 @@ import importlib.resources
 from itertools import islice
 from pathlib import Path
 
-from .errors import require_file
+from .errors import PreprocessingError, require_file
 from .interactions import DEFAULT_COLUMNS, Columns, Interactions
 from .item_info import read_item_info
 from .tabular import MOVIELENS_CSV_COLUMNS, read_history_csv, read_table
@@ -102,6 +102,8 @@ def read_interactions(
     on_error: OnError = "raise",
 ) -> Interactions:
     """Read an interaction log in format `fmt` (not "auto"), with titles from `item_file` or the default one beside."""
+    if path.stat().st_size == 0:
+        raise PreprocessingError(f"{path} is empty: there is no interaction to read")
     if fmt in ("ml-100k", "ml-1m"):
         log = read_rating_lines(path, None if fmt == "ml-100k" else "::", on_error)
     elif fmt == "ml-csv":
@@ -117,7 +119,7 @@ def read_interactions(
     elif fmt in ("csv", "jsonl", "parquet"):
         log = read_table(path, fmt, columns, on_error=on_error)
     else:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise PreprocessingError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     item_file = item_file or default_item_file(path, fmt)
     if item_file is not None:
         items, dropped = read_item_info(item_file, on_error)

@@ -6,7 +6,7 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from .errors import DataFormatError, require_file
+from .errors import DataFormatError, PreprocessingError, require_file
 from .interactions import ItemInfo
 from .text_formats import OnError, iter_lines, parse_lines
 
@@ -129,5 +129,7 @@ def read_item_info(path: str | Path, on_error: OnError = "raise") -> tuple[dict[
     elif path.suffix == ".item":
         reader = _atomic_item
     else:
-        raise ValueError(f"{path}: unknown item file (expected u.item, movies.dat, movies.csv or a RecBole .item)")
+        raise PreprocessingError(
+            f"{path}: unknown item file (expected u.item, movies.dat, movies.csv or a RecBole .item)"
+        )
     return reader(path, on_error, dropped), dropped

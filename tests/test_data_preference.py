@@ -133,3 +133,38 @@ def test_cli_all_positions(data_prepared, tmp_path):
     train = load_from_disk(data_prepared)["train"]
     assert len(pairs) == sum(len(items) - 1 for items in train["item_ids"])
     assert {len(row) for row in pairs["rejected_all"]} == {2}
+
+
+def test_cli_pairs_folder_is_replaced_only_when_complete(data_prepared, tmp_path, monkeypatch):
+    arguments = ["--data", str(data_prepared), "--output", str(tmp_path / "dpo"), "--source", "popular"]
+    main(arguments)
+    before = load_from_disk(tmp_path / "dpo").to_list()
+    save_to_disk = Dataset.save_to_disk
+
+    def written_then_disk_full(self, path, **kwargs):
+        save_to_disk(self, path, **kwargs)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Dataset, "save_to_disk", written_then_disk_full)
+    with pytest.raises(SystemExit) as error:
+        main([*arguments, "--num-rejected", "3"])
+    assert str(error.value.code) == "python -m data_preprocess.preference: error: No space left on device"
+    assert load_from_disk(tmp_path / "dpo").to_list() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dpo"]
+
+
+def test_cli_refuses_to_write_pairs_over_another_folder(data_prepared, tmp_path):
+    with pytest.raises(SystemExit) as error:
+        main(["--data", str(data_prepared), "--output", str(data_prepared), "--source", "popular"])
+    assert "is not a folder written by python -m data_preprocess.preference" in str(error.value.code)
+    assert sorted(load_from_disk(data_prepared)) == ["test", "train", "valid"]
+    assert not (data_prepared / "state.json").exists()
+
+
+def test_cli_missing_dataset_folder_is_one_line(tmp_path):
+    with pytest.raises(SystemExit) as error:
+        main(["--data", str(tmp_path / "nothing"), "--output", str(tmp_path / "dpo"), "--source", "popular"])
+    assert str(error.value.code) == (
+        f"python -m data_preprocess.preference: error: {tmp_path}/nothing is not a dataset folder (no "
+        f"dataset_dict.json); write it with `python -m data_preprocess --input FILE --output {tmp_path}/nothing`"
+    )

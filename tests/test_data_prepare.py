@@ -1,18 +1,25 @@
 """`prepare` end to end: splits, ordering, filtering, tokenizer numbering, saved artefacts, CLI, real data."""
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 from collections import Counter
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from conftest import DATA_SHARED, data_random_log
 from datasets import load_from_disk
 from transformers import AutoTokenizer
 
-from data_preprocess import DataFormatError, prepare
+from data_preprocess import DataFormatError, pipeline, prepare
 from data_preprocess.__main__ import main
 from hf_sasrec.item_tokenizer import decode_items
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_u_data(path, rows):
@@ -257,3 +264,82 @@ def test_real_amazon_beauty(tmp_path):
     stats = json.loads((tmp_path / "beauty" / "stats.json").read_text())
     assert (stats["num_users"], stats["num_items"], stats["num_interactions"]) == (22363, 12101, 198502)
     assert len(splits["valid"]) == len(splits["test"]) == 22363
+
+
+def test_a_failure_while_writing_leaves_the_previous_output(data_movielens_dir, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    prepare(data_movielens_dir, out)
+    (out / "item_text.npy").write_bytes(b"added later by data_preprocess.text_embeddings")
+    before = {name: (out / name).read_text() for name in ("stats.json", "tokenizer/id2item.json")}
+    test_rows = load_from_disk(out)["test"].to_list()
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(pipeline, "save_item_tokenizer", disk_full)  # the splits are written by then
+    with pytest.raises(OSError, match="No space left"):
+        prepare(data_movielens_dir, out, max_length=2, min_rating=4)
+    assert {name: (out / name).read_text() for name in before} == before
+    assert load_from_disk(out)["test"].to_list() == test_rows
+    assert (out / "item_text.npy").is_file() and sorted(path.name for path in tmp_path.iterdir()) == ["ml-tiny", "out"]
+
+
+def test_a_kill_while_writing_leaves_the_previous_output(data_movielens_dir, tmp_path):
+    out = tmp_path / "out"
+    prepare(data_movielens_dir, out)
+    stats = (out / "stats.json").read_text()
+    killed_while_saving = (
+        "import os, signal, sys\n"
+        "import data_preprocess.pipeline as pipeline\n"
+        "from data_preprocess.__main__ import main\n"
+        "pipeline.save_item_tokenizer = lambda *args: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "main(sys.argv[1:])\n"
+    )
+    command = [sys.executable, "-c", killed_while_saving, "--input", str(data_movielens_dir), "--output", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*command, "--max-length", "2"], env=env, capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    assert (out / "stats.json").read_text() == stats
+    assert max(len(row) for row in load_from_disk(out)["test"]["item_ids"]) > 3  # not the max-length-2 rows
+
+
+def test_rewriting_an_output_keeps_the_files_added_beside_it(data_movielens_dir, tmp_path, caplog):
+    out = tmp_path / "out"
+    prepare(data_movielens_dir, out)
+    (out / "item_text.npy").write_bytes(b"added later by data_preprocess.text_embeddings")
+    with caplog.at_level("INFO", logger="data_preprocess"):
+        prepare(data_movielens_dir, out, max_length=3)
+    assert (out / "item_text.npy").read_bytes() == b"added later by data_preprocess.text_embeddings"
+    assert "kept from before: item_text.npy" in caplog.text and "recompute or remove" not in caplog.text
+    (tmp_path / "Beauty.txt").write_text("1 a b c d\n2 b c e\n", encoding="utf-8")
+    with caplog.at_level("INFO", logger="data_preprocess"):
+        prepare(tmp_path / "Beauty.txt", out)  # another item vocabulary, no ratings, no titles
+    assert "kept item_text.npy from the previous" in caplog.text and "recompute or remove them" in caplog.text
+    assert sorted(path.name for path in out.iterdir()) == [
+        "dataset_dict.json",
+        "item_text.npy",
+        "stats.json",
+        "test",
+        "tokenizer",
+        "train",
+        "valid",
+    ]  # no low_rated.json nor item_titles.json left from the MovieLens output
+
+
+def test_an_output_folder_not_written_by_prepare_is_refused(data_movielens_dir, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me", encoding="utf-8")
+    with pytest.raises(FileExistsError, match="is not a folder written by python -m data_preprocess"):
+        prepare(data_movielens_dir, mine)
+    assert [path.name for path in mine.iterdir()] == ["notes.txt"]
+
+
+def test_output_gets_the_usual_permissions(data_movielens_dir, tmp_path):
+    prepare(data_movielens_dir, tmp_path / "out")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain.json").write_text("{}")
+    folder_mode, file_mode = ((tmp_path / name).stat().st_mode for name in ("plain", "plain.json"))
+    assert (tmp_path / "out").stat().st_mode == folder_mode
+    for name in ("stats.json", "item_titles.json", "low_rated.json", "tokenizer/id2item.json"):
+        assert (tmp_path / "out" / name).stat().st_mode == file_mode, name

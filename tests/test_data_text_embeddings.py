@@ -1,12 +1,13 @@
 """Item text embeddings: rows aligned with token ids, special rows zero, untitled items from their key."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from data_preprocess import prepare
+from data_preprocess import prepare, text_embeddings
 from data_preprocess.text_embeddings import embed_items, item_texts, load_encoder, main
 
 
@@ -67,3 +68,40 @@ def test_default_minilm_model_offline(data_titled, tmp_path, monkeypatch):
     matrix = np.load(tmp_path / "items.npy")
     assert matrix.shape == (8, 384) and not matrix[:5].any()
     np.testing.assert_allclose(np.linalg.norm(matrix[5:], axis=1), 1.0, rtol=1e-5)
+
+
+def length_encoder(*args, **kwargs):
+    """A stand-in for `load_encoder`: each text as (its length, 1)."""
+    return lambda texts: np.array([[len(text), 1.0] for text in texts])
+
+
+def test_cli_embeddings_file_is_replaced_only_when_complete(data_titled, tmp_path, monkeypatch):
+    output = tmp_path / "item_text.npy"
+    monkeypatch.setattr(text_embeddings, "load_encoder", length_encoder)
+    main(["--data", str(data_titled), "--output", str(output)])
+    before = np.load(output)
+    assert before.shape == (8, 2)
+
+    def half_written_then_disk_full(file, array):
+        """Write the start of a `.npy` (to a handle, or to a path as `np.save(path, ...)` takes), then fail."""
+        if hasattr(file, "write"):
+            file.write(b"\x93NUMPY")
+        else:
+            Path(file).write_bytes(b"\x93NUMPY")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(np, "save", half_written_then_disk_full)
+    with pytest.raises(SystemExit) as error:
+        main(["--data", str(data_titled), "--output", str(output)])
+    assert str(error.value.code) == "python -m data_preprocess.text_embeddings: error: No space left on device"
+    np.testing.assert_array_equal(np.load(output), before)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "item_text.npy", "train.csv"]
+
+
+def test_cli_missing_dataset_folder_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(text_embeddings, "load_encoder", length_encoder)
+    with pytest.raises(SystemExit) as error:
+        main(["--data", str(tmp_path / "nothing"), "--output", str(tmp_path / "items.npy")])
+    assert str(error.value.code).startswith(
+        f"python -m data_preprocess.text_embeddings: error: {tmp_path}/nothing is not a dataset folder"
+    )
