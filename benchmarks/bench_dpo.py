@@ -84,7 +84,7 @@ def align(name: str, sft_dir: Path, data_dir: Path, work: Path, dpo_args: list[s
     pairs = work / (f"pairs-{source}-k{num_rejected}" + "-all" * ("all_positions=true" in dpo_args))
     command = [sys.executable, "-m", "hf_sasrec.dpo", config, f"sft_dir={sft_dir}", f"data_dir={data_dir}"]
     command += [f"output_dir={output_dir}", f"preference_dir={pairs}", f"source={source}"]
-    command += [f"num_rejected={num_rejected}", "report_to=none", *dpo_args]
+    command += [f"num_rejected={num_rejected}", "report_to=none", "overwrite_output_dir=true", *dpo_args]
     seconds = None
     if not (reuse and (output_dir / "metrics.json").exists()):
         try:

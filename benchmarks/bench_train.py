@@ -41,6 +41,8 @@ def run_one(dataset: str, model_type: str, loss_type: str, extra: list[str], tag
         "disable_tqdm=true",
         *extra,
     ]
+    if not any(argument.startswith("resume_from_checkpoint=") for argument in extra):
+        command.append("overwrite_output_dir=true")  # a benchmark run replaces the previous one
     start = time.time()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.time() - start

@@ -27,9 +27,12 @@
 TiSASRec is not supported: its forward needs the timestamps of every item, which the preference rows and TRL's
 collator do not carry; it raises a clear error.
 
-Entry point: `python -m hf_sasrec.dpo CONFIG.yaml key=value ...` (see `main`).
+Entry point: `python -m hf_sasrec.dpo CONFIG.yaml key=value ...` (see `main`). The SFT model and its tokenizer are
+loaded and checked by `load_checkpoint`, and the data folder's tokenizer must be the same item vocabulary; code saved
+in the SFT folder runs only with `trust_remote_code=true` (a `DPOConfig` field), for a `model_type` this package lacks.
 """
 
+import copy
 import functools
 import json
 import logging
@@ -44,8 +47,6 @@ import torch.nn.functional as F
 from datasets import Dataset, load_from_disk
 from torch import nn
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     GenerationConfig,
     HfArgumentParser,
     PreTrainedModel,
@@ -56,6 +57,9 @@ from trl.trainer.utils import FusedCausalLMOutput, pad
 
 from data_preprocess.preference import build_preference_pairs, model_item_embeddings
 
+from .atomic_files import atomic_directory, atomic_write_json
+from .checkpoint_loading import check_item_vocabulary, load_checkpoint
+from .checkpoints import OutputDirError, check_output_dir
 from .item_tokenizer import save_item_tokenizer
 from .processed_data import load_processed_data
 from .training_args import read_yaml, split_command_line
@@ -74,6 +78,7 @@ class RecommenderDPOConfig(DPOConfig):
     Args:
         max_completion_length: items kept from the start of each completion (1: single-item completions).
         drop_malformed_rows: drop malformed preference rows, logging their count and indices, instead of raising.
+        overwrite_output_dir: replace the run in `output_dir` (a non-empty `output_dir` is refused otherwise).
     """
 
     max_completion_length: int = field(
@@ -82,6 +87,10 @@ class RecommenderDPOConfig(DPOConfig):
     drop_malformed_rows: bool = field(
         default=False,
         metadata={"help": "Drop malformed preference rows (with a logged count and indices) instead of raising."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the run in output_dir (a non-empty output_dir is refused otherwise)."},
     )
 
     def __post_init__(self):
@@ -467,7 +476,8 @@ def build_preferences(script_args: DPOScriptArguments, data_dir: str, output_dir
         all_positions=script_args.all_positions,
         seed=script_args.pair_seed,
     )
-    pairs.save_to_disk(str(output_dir))
+    with atomic_directory(output_dir) as folder:
+        pairs.save_to_disk(str(folder))
     return pairs
 
 
@@ -480,9 +490,10 @@ def run_dpo(args: RecommenderDPOConfig, script_args: DPOScriptArguments) -> dict
     """Align the SFT model, evaluate it before and after on `eval_split`, save everything to `args.output_dir`."""
     from .evaluation import evaluate_next_item
 
+    check_output_dir(args.output_dir, args.overwrite_output_dir, resume_from=None, resumable=False)
     sft_dir = Path(script_args.sft_dir)
     if not (sft_dir / "config.json").exists():
-        raise FileNotFoundError(f"No SFT model in {sft_dir}: run `bash scripts/sft.sh` first.")
+        raise FileNotFoundError(f"No SFT model in {script_args.sft_dir}: run `bash scripts/sft.sh` first.")
     run_info = json.loads((sft_dir / "run_info.json").read_text())
     data_dir = script_args.data_dir or run_info["data_dir"]
     max_length = run_info.get("max_length")
@@ -490,9 +501,10 @@ def run_dpo(args: RecommenderDPOConfig, script_args: DPOScriptArguments) -> dict
         logger.info("max_length %s -> %s, the SFT run's history length.", args.max_length, max_length)
         args.max_length = max_length
 
-    tokenizer = AutoTokenizer.from_pretrained(sft_dir)
-    model = AutoModelForCausalLM.from_pretrained(sft_dir)
-    ref_model = AutoModelForCausalLM.from_pretrained(sft_dir).eval().requires_grad_(False)
+    _, model, tokenizer = load_checkpoint(sft_dir, trust_remote_code=args.trust_remote_code)
+    ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+    splits, _, data_tokenizer = load_processed_data(data_dir)
+    check_item_vocabulary(model.config, data_tokenizer, sft_dir, Path(data_dir) / "tokenizer")
 
     preference_dir = Path(
         script_args.preference_dir
@@ -503,7 +515,7 @@ def run_dpo(args: RecommenderDPOConfig, script_args: DPOScriptArguments) -> dict
         preferences = load_from_disk(str(preference_dir))
     else:
         preferences = build_preferences(script_args, data_dir, preference_dir)
-    eval_split = load_processed_data(data_dir)[0][script_args.eval_split]
+    eval_split = splits[script_args.eval_split]
 
     def rank(ranked_model: nn.Module) -> dict[str, float]:
         return evaluate_next_item(
@@ -528,7 +540,6 @@ def run_dpo(args: RecommenderDPOConfig, script_args: DPOScriptArguments) -> dict
         "dpo_last_log": dpo_logs[-1] if dpo_logs else {},
         "num_pairs": len(preferences),
     }
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     info = {
         "sft_dir": str(sft_dir),
         "data_dir": data_dir,
@@ -540,7 +551,8 @@ def run_dpo(args: RecommenderDPOConfig, script_args: DPOScriptArguments) -> dict
         "loss_type": args.loss_type,
         "beta": args.beta,
     }
-    (output_dir / "run_info.json").write_text(json.dumps(info, indent=2))
+    atomic_write_json(output_dir / "run_info.json", info)
+    atomic_write_json(output_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -562,4 +574,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except OutputDirError as error:
+        sys.exit(f"hf_sasrec.dpo: {error}")

@@ -1,10 +1,12 @@
 """Evaluate a saved next-item model on a processed split.
 
     python -m hf_sasrec.evaluate CKPT [--data DIR] [--split test] [--protocol full|sampled ...] [--include-history]
+                                 [--trust-remote-code]
 
-`CKPT` is a run folder of `hf_sasrec.sft` (or any `save_pretrained` folder of this package's models). The data
-folder and history length default to the run's `run_info.json`. Prints the metrics table; `--output` writes the
-metrics as JSON.
+`CKPT` is a run folder of `hf_sasrec.sft` (or any `save_pretrained` folder of this package's models, or a Hub
+repository id). The data folder and history length default to the run's `run_info.json`. The model is loaded and
+checked by `load_checkpoint` (no code from the folder runs without `--trust-remote-code`), and the data folder's
+tokenizer must be the model's item vocabulary. Prints the metrics table; `--output` writes the metrics as JSON.
 """
 
 import argparse
@@ -12,8 +14,8 @@ import json
 import logging
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM
-
+from .atomic_files import atomic_write_json
+from .checkpoint_loading import check_item_vocabulary, load_checkpoint
 from .evaluation import PROTOCOLS, evaluate_next_item, metrics_table
 from .processed_data import drop_short_rows, load_processed_data
 
@@ -32,26 +34,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", help="write the metrics to this JSON file")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a model_type that only the checkpoint's own code implements (runs that code)",
+    )
     return parser.parse_args(argv)
 
 
-def run_info(checkpoint: str) -> dict:
+def run_info(checkpoint: Path) -> dict:
     """The `run_info.json` of a run folder, or `{}`."""
-    path = Path(checkpoint) / "run_info.json"
+    path = checkpoint / "run_info.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    if not Path(args.checkpoint).is_dir():
-        raise FileNotFoundError(f"Checkpoint folder {args.checkpoint!r} does not exist.")
-    info = run_info(args.checkpoint)
+    checkpoint, model, _ = load_checkpoint(
+        args.checkpoint, trust_remote_code=args.trust_remote_code, require_tokenizer=False
+    )
+    info = run_info(checkpoint)
     data_dir = args.data or info.get("data_dir")
     if data_dir is None:
-        raise ValueError(f"{args.checkpoint} has no run_info.json: pass --data.")
-    splits, _, _ = load_processed_data(data_dir)
-    model = AutoModelForCausalLM.from_pretrained(args.checkpoint, trust_remote_code=True)
+        raise ValueError(f"{checkpoint} has no run_info.json: pass --data.")
+    splits, _, data_tokenizer = load_processed_data(data_dir)
+    check_item_vocabulary(model.config, data_tokenizer, checkpoint, Path(data_dir) / "tokenizer")
     split = drop_short_rows(splits[args.split], args.split)
     metrics = {}
     for protocol in args.protocol:
@@ -68,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         metrics.update({f"{args.split}_{name}": value for name, value in scores.items()})
     print(metrics_table(metrics, prefix=f"{args.split}_"))
     if args.output:
-        Path(args.output).write_text(json.dumps(metrics, indent=2))
+        atomic_write_json(args.output, metrics)
     return metrics
 
 

@@ -1,7 +1,7 @@
 """Recommend the top-K next items for many users and write them to disk.
 
     python -m hf_sasrec.infer [--model outputs/sft/default] [--data DIR] [--split test] [--history-file F.jsonl]
-                              [--top-k 10] [--output outputs/infer/<run>] [--index-type flat|hnsw|ivf]
+                              [--top-k 10] [--output DIR] [--index-type flat|hnsw|ivf]
 
 Users come from a processed-data split (`--data`, default the `data_dir` of the run's `run_info.json`): each row's
 items are the user's history, so for `test` (history + held-out item) the recommendations follow everything known
@@ -10,12 +10,17 @@ Or from `--history-file`, a JSONL file of `{"user_id": ..., "items": [raw keys],
 keys of users the model never saw; `timestamps` for `tisasrec`; `user_id` defaults to the line number).
 
 Writes `recommendations.jsonl` (`user_id`, `items`, `scores`, `fallback`, `unknown_items`), `recommendations.csv`
-(one row a recommendation: `user_id, rank, item, score`) and `summary.json` into the output folder. The item index is
-loaded from the model folder, or built and saved there (`--no-save-index` to leave the folder untouched).
+(one row a recommendation: `user_id, rank, item, score`) and `summary.json` into the output folder, each atomically.
+The default output folder follows the whole model path, so two models never share one: `outputs/infer/sft/default`
+for `outputs/sft/default`, `outputs/infer/dpo/default` for `outputs/dpo/default`, and `outputs/infer/<name>-<hash of
+the path>` for a folder outside `outputs/` or a Hub id. Search is exact unless `--index-type` asks for an approximate
+index, which is reused from the model folder when it passes its checks, else built; the index is saved there
+(`--no-save-index` to leave the folder untouched).
 """
 
 import argparse
 import csv
+import hashlib
 import json
 import logging
 import time
@@ -24,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic_files import atomic_path, atomic_write_json
 from .item_tokenizer import decode_items
 from .model_card import RUN_INFO_FILE
 from .processed_data import load_processed_data
@@ -33,6 +39,7 @@ from .retrieval import INDEX_TYPES, RetrievalConfig
 logger = logging.getLogger("hf_sasrec.infer")
 
 DEFAULT_MODEL = "outputs/sft/default"
+OUTPUTS = Path("outputs")
 
 
 def split_users(recommender: Recommender, data_dir: str, split: str, holdout_last: bool) -> Iterator[dict]:
@@ -112,13 +119,25 @@ def recommend_history_chunk(recommender: Recommender, users: list[dict], top_k: 
     return [{"user_id": user["user_id"], **result} for user, result in zip(users, results, strict=True)]
 
 
+def default_output_dir(model: str) -> Path:
+    """`outputs/infer/` and the model's path below `outputs/` (`outputs/dpo/default` -> `outputs/infer/dpo/default`);
+    for any other folder or a Hub id, its name and a hash of its full path: two models never share a folder."""
+    local = Path(model).is_dir()
+    path = Path(model).resolve() if local else Path(model)
+    if local and path.is_relative_to(OUTPUTS.resolve()):
+        return OUTPUTS / "infer" / path.relative_to(OUTPUTS.resolve())
+    return OUTPUTS / "infer" / f"{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+
+
 def write_outputs(records: list[dict], output: Path) -> None:
-    """`recommendations.jsonl` (one user a line) and `recommendations.csv` (one recommendation a row)."""
-    output.mkdir(parents=True, exist_ok=True)
-    with open(output / "recommendations.jsonl", "w", encoding="utf-8") as jsonl:
+    """`recommendations.jsonl` (one user a line) and `recommendations.csv` (one recommendation a row), atomically."""
+    with atomic_path(output / "recommendations.jsonl") as temporary, open(temporary, "w", encoding="utf-8") as jsonl:
         for record in records:
             jsonl.write(json.dumps({key: value for key, value in record.items() if key != "hit"}) + "\n")
-    with open(output / "recommendations.csv", "w", encoding="utf-8", newline="") as table:
+    with (
+        atomic_path(output / "recommendations.csv") as temporary,
+        open(temporary, "w", encoding="utf-8", newline="") as table,
+    ):
         writer = csv.writer(table)
         writer.writerow(["user_id", "rank", "item", "score", "fallback"])
         for record in records:
@@ -146,11 +165,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--holdout-last", action="store_true", help="recommend without each row's last item")
     parser.add_argument("--history-file", default=None, help="JSONL of raw item histories instead of a split")
     parser.add_argument("--top-k", type=int, default=10, help="items a user (default: 10)")
-    parser.add_argument("--output", default=None, help="default: outputs/infer/<name of the model folder>")
-    parser.add_argument("--index-type", choices=INDEX_TYPES, default=None, help="default: the saved index, or flat")
+    parser.add_argument("--output", default=None, help="default: outputs/infer/<model path below outputs/>")
+    parser.add_argument("--index-type", choices=INDEX_TYPES, default="flat", help="default: flat (exact search)")
     parser.add_argument("--no-save-index", action="store_true", help="do not write the index into the model folder")
     parser.add_argument("--batch-size", type=int, default=512, help="users encoded and searched at once")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="model device")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a model_type that only the model folder's own code implements (runs that code)",
+    )
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error(f"--top-k must be at least 1, got {args.top_k}")
@@ -162,15 +186,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    index_config = RetrievalConfig(index_type=args.index_type) if args.index_type else None
     recommender = Recommender.from_pretrained(
         args.model,
-        index_config=index_config,
+        index_config=RetrievalConfig(index_type=args.index_type),
         save_index=not args.no_save_index and Path(args.model).is_dir(),
         device=args.device,
+        trust_remote_code=args.trust_remote_code,
         batch_size=args.batch_size,
     )
-    output = Path(args.output or Path("outputs/infer") / Path(args.model).name)
+    output = Path(args.output) if args.output else default_output_dir(args.model)
     if args.history_file:
         users, recommend, source = history_file_users(args.history_file), recommend_history_chunk, args.history_file
     else:
@@ -185,6 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_outputs(records, output)
     summary = {
         "model": str(args.model),
+        "output": str(output),
         "source": source,
         "users": len(records),
         "top_k": args.top_k,
@@ -196,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.holdout_last:
         summary[f"hr@{args.top_k}"] = sum(record["hit"] for record in records) / max(len(records), 1)
-    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(output / "summary.json", summary)
     logger.info("Wrote %d users' recommendations to %s: %s", len(records), output, summary)
     return summary
 

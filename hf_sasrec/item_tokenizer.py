@@ -6,12 +6,16 @@ unicode, spaces included) becomes a token by percent-escaping `%`, `<`, `>`, whi
 token is one whitespace-free word that never contains a special token: `"k1 k2" + " k3" + "<EOS>"` tokenizes to the
 three items and `<EOS>`, which is how TRL joins a prompt, a completion and the EOS token.
 
-The saved folder loads with `AutoTokenizer.from_pretrained(path)` without this module; `item2id.json` (raw key -> id)
-and `id2item.json` (id -> raw key) are written beside it for tools that do not tokenize.
+The saved folder loads as a plain `PreTrainedTokenizerFast` without this module and without custom code
+(`PreTrainedTokenizerFast.from_pretrained(path)`, or `AutoTokenizer.from_pretrained(path)` where no custom model
+config sits beside it); `item2id.json` (raw key -> id) and `id2item.json` (id -> raw key) are written beside it for
+tools that do not tokenize. `vocabulary_fingerprint` identifies the ordered vocabulary: a model records it in its
+config so that a tokenizer with the same size but other items, or the same items in another order, is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
@@ -21,7 +25,9 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from .atomic_files import atomic_write_json
 
 PAD_TOKEN, UNK_TOKEN, BOS_TOKEN, EOS_TOKEN, MASK_TOKEN = "<PAD>", "<UNK>", "<BOS>", "<EOS>", "<MASK>"
 SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, BOS_TOKEN, EOS_TOKEN, MASK_TOKEN)
@@ -107,12 +113,19 @@ def item_keys(tokenizer: PreTrainedTokenizerFast) -> list[str]:
     return [token_to_item(token) for _, token in tokens]
 
 
+def vocabulary_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """SHA-256 (hex) of the ordered vocabulary: every token with its id, special tokens included."""
+    ordered = sorted((token_id, token) for token, token_id in tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(ordered, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def save_item_tokenizer(tokenizer: PreTrainedTokenizerFast, path: str | Path) -> None:
-    """`save_pretrained` plus `item2id.json` (raw key -> id) and `id2item.json` (id -> raw key) in the same folder."""
+    """`save_pretrained` plus `item2id.json` (raw key -> id) and `id2item.json` (id -> raw key) in the same folder,
+    each written atomically."""
     path = Path(path)
     tokenizer.save_pretrained(path)
     keys = item_keys(tokenizer)
     item2id = {key: NUM_SPECIAL_TOKENS + index for index, key in enumerate(keys)}
     id2item = {str(token_id): key for key, token_id in item2id.items()}
     for name, mapping in (("item2id.json", item2id), ("id2item.json", id2item)):
-        (path / name).write_text(json.dumps(mapping, ensure_ascii=False), encoding="utf-8")
+        atomic_write_json(path / name, mapping, indent=None)

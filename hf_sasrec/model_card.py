@@ -3,20 +3,29 @@
 `save_for_hub` writes everything a downstream user needs into one folder: the weights (safetensors), `config.json`
 with its `auto_map` and the modeling code (`save_pretrained` of this package's models), the item tokenizer with
 `item2id.json` / `id2item.json`, the Faiss item index when there is one, and `README.md`: a model card whose YAML
-header names the library, tags and data set, followed by the run's metrics and how to load the model. `push_to_hub`
-uploads that folder as one commit.
+header names the library, tags and data set, followed by the run's metrics and how to load the model. The config
+records the fingerprint of the item vocabulary (`item_vocab_fingerprint`), so that loading refuses another tokenizer.
+`push_to_hub` writes that folder locally first and uploads it as one commit; when the Hub cannot be reached it raises
+`ConnectionError` naming the local folder, which is kept.
 """
 
 import json
+import logging
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCardData
+from huggingface_hub.errors import HfHubHTTPError, HTTPError, OfflineModeIsEnabled
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .atomic_files import atomic_write_json, atomic_write_text
+from .checkpoint_loading import record_item_vocabulary
 from .item_tokenizer import save_item_tokenizer
 from .retrieval import ItemIndex
+
+logger = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
 RUN_INFO_FILE = "run_info.json"
@@ -112,11 +121,11 @@ With transformers only (the modeling code ships with the weights; `item2id.json`
 ```python
 import json, torch
 from huggingface_hub import hf_hub_download
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, PreTrainedTokenizerFast
 
 folder = "{location}"  # a Hub repository id or a local folder
-encoder = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)  # item tokens; the config is custom code
+encoder = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()  # runs this folder's modeling code
+tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)  # item tokens; a plain tokenizer, no custom code
 item2id = json.load(open(hf_hub_download(folder, "item2id.json")))  # local folder: f"{{folder}}/item2id.json"
 ids = torch.tensor([[item2id[key] for key in ["item_a", "item_b", "item_c"]]])
 states = encoder(input_ids=ids{timestamp_tensor}).last_hidden_state[:, -1]  # [batch, hidden]
@@ -126,7 +135,8 @@ scores[:, :{config.num_special_tokens}] = -float("inf")  # special tokens are no
 
 ## Files
 
-- `model.safetensors`, `config.json` (with `auto_map`), `configuration_*.py`, `modeling_*.py`: the model and its code
+- `model.safetensors`, `config.json` (with `auto_map` and `item_vocab_fingerprint`), `configuration_*.py`,
+  `modeling_*.py`: the model and its code
 - `tokenizer.json`, `tokenizer_config.json`, `item2id.json`, `id2item.json`: the item tokenizer and the raw item keys
 - `run_info.json`: the history window the model was trained with (`max_length`)
 {index_line}"""
@@ -142,9 +152,12 @@ def save_for_hub(
     repo_id: str | None = None,
     max_length: int | None = None,
 ) -> Path:
-    """Write into `path` exactly what `push_to_hub` uploads: model, tokenizer, item maps, index, `run_info.json`
-    (the history window `max_length`, default `max_position_embeddings`) and model card."""
+    """Write into `path` exactly what `push_to_hub` uploads: model (its config recording the tokenizer's
+    `item_vocab_fingerprint`; `ValueError` when it records another), tokenizer, item maps, index, `run_info.json`
+    (the history window `max_length`, default `max_position_embeddings`) and model card; the files of this package
+    atomically."""
     path = Path(path)
+    record_item_vocabulary(model.config, tokenizer)
     model.save_pretrained(path)
     save_item_tokenizer(tokenizer, path)
     if index is not None:
@@ -153,11 +166,11 @@ def save_for_hub(
         "model_type": model.config.model_type,
         "max_length": max_length or model.config.max_position_embeddings,
     }
-    (path / RUN_INFO_FILE).write_text(json.dumps({**run_info, "dataset": dataset}, indent=2) + "\n")
+    atomic_write_json(path / RUN_INFO_FILE, {**run_info, "dataset": dataset})
     card = model_card(
         model, metrics, dataset=dataset, repo_id=repo_id, has_index=index is not None, max_length=max_length
     )
-    (path / CARD_FILE).write_text(card, encoding="utf-8")
+    atomic_write_text(path / CARD_FILE, card)
     return path
 
 
@@ -172,22 +185,40 @@ def push_to_hub(
     private: bool | None = None,
     token: str | None = None,
     commit_message: str = "Upload hf-sasrec recommender",
+    local_dir: str | Path | None = None,
 ):
-    """Create `repo_id` on the Hub when needed and upload the `save_for_hub` folder as one commit (needs network)."""
+    """Write the `save_for_hub` folder, create `repo_id` on the Hub when needed and upload the folder as one commit.
+
+    The folder is `local_dir`, or a new temporary folder that is removed once the upload succeeds. When the Hub
+    cannot be reached (no network, `HF_HUB_OFFLINE`), `ConnectionError` names the folder, which is kept; an error
+    answered by the Hub (authentication, permissions) is raised as is, and the folder kept as well.
+    """
+    folder = Path(local_dir) if local_dir is not None else Path(tempfile.mkdtemp(prefix="hf-sasrec-upload-"))
+    save_for_hub(
+        model,
+        tokenizer,
+        folder,
+        metrics=metrics,
+        index=index,
+        dataset=dataset,
+        repo_id=repo_id,
+        max_length=max_length,
+    )
+    logger.info("Saved the checkpoint for %s in %s; uploading it.", repo_id, folder)
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    with tempfile.TemporaryDirectory() as folder:
-        save_for_hub(
-            model,
-            tokenizer,
-            folder,
-            metrics=metrics,
-            index=index,
-            dataset=dataset,
-            repo_id=repo_id,
-            max_length=max_length,
-        )
-        return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+    except HfHubHTTPError:
+        raise  # the Hub answered: its message says why
+    except (HTTPError, OfflineModeIsEnabled) as error:
+        raise ConnectionError(
+            f"The Hugging Face Hub cannot be reached ({type(error).__name__}: {error}); the checkpoint was saved "
+            f"locally in {folder}: upload it later with `hf upload {repo_id} {folder}`."
+        ) from error
+    if local_dir is None:
+        shutil.rmtree(folder)
+    return commit
 
 
 def read_metrics(run_dir: str | Path) -> dict:

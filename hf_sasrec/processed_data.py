@@ -13,13 +13,36 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 
 
-def load_processed_data(data_dir: str) -> tuple[DatasetDict, dict[str, Any], PreTrainedTokenizerBase]:
-    """The splits, `stats.json` and tokenizer that `python -m data_preprocess --output data_dir` wrote."""
+def preparation_command(data_dir: str, config_file: str | None = None) -> str:
+    """The command that writes `data_dir`: the `python -m data_preprocess ...` line of the training config's comments
+    (with its continuation lines), else one with a placeholder `--input` (none for the embedded MovieLens-100K)."""
+    if config_file and Path(config_file).is_file():
+        lines = [line.lstrip("#").strip() for line in Path(config_file).read_text().splitlines()]
+        starts = [row for row, line in enumerate(lines) if line.startswith("python -m data_preprocess ")]
+        if starts:
+            command = lines[starts[0]]
+            for line in lines[starts[0] + 1 :]:
+                if not command.endswith("\\"):
+                    break
+                command = f"{command[:-1].rstrip()} {line}"
+            return command
+    if Path(data_dir).name == "ml-100k":
+        return f"python -m data_preprocess --output {data_dir}"
+    return f"python -m data_preprocess --input YOUR_LOG_FILE --output {data_dir}"
+
+
+def load_processed_data(
+    data_dir: str, config_file: str | None = None
+) -> tuple[DatasetDict, dict[str, Any], PreTrainedTokenizerBase]:
+    """The splits, `stats.json` and tokenizer that `python -m data_preprocess --output data_dir` wrote.
+
+    A missing folder raises `FileNotFoundError` with the command that prepares it (see [`preparation_command`]:
+    `config_file` is the training config whose comments may name it).
+    """
     path = Path(data_dir)
     if not path.is_dir():
         raise FileNotFoundError(
-            f"Dataset path {data_dir!r} does not exist; "
-            f"create it with `python -m data_preprocess --output {data_dir}`."
+            f"Dataset path {data_dir!r} does not exist; create it with `{preparation_command(data_dir, config_file)}`."
         )
     splits = DatasetDict.load_from_disk(str(path))
     missing = [name for name in SPLITS if name not in splits]

@@ -9,18 +9,22 @@ rec([["1193", "661"], ["914"]])  # one result a history, computed in batches
 A history is a list of raw item keys in time order. Keys the tokenizer does not know are skipped, logged and returned
 in `unknown_items`; a history left empty gets the most popular items (the lowest item ids: the tokenizer numbers items
 by descending popularity) flagged `"fallback": "popularity"`, with no scores. Scores are the model's logits: the
-encoder's state at the last real item dotted with the item embeddings, searched through a Faiss `ItemIndex`.
+encoder's state at the last real item dotted with the item embeddings, searched through a Faiss `ItemIndex`: exact
+unless an approximate one is asked for. `top_k` above the number of items in the catalog is refused with a
+`ValueError`; users for whom an approximate index finds fewer than `top_k` items are served exactly.
 """
 
+import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
-from huggingface_hub import snapshot_download
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .checkpoint_loading import load_checkpoint
 from .data_collator import left_pad, model_uses_timestamps
 from .item_tokenizer import decode_items, encode_items
 from .model_card import RUN_INFO_FILE, push_to_hub, save_for_hub
@@ -30,20 +34,12 @@ from .retrieval import (
     RetrievalConfig,
     StaleIndexError,
     embedding_fingerprint,
-    index_exists,
     load_or_build_item_index,
 )
 
 logger = logging.getLogger(__name__)
 
 POPULARITY_FALLBACK = "popularity"
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A local folder as is; a Hub repository id through the local Hub cache (downloaded when online)."""
-    if Path(path).is_dir():
-        return Path(path)
-    return Path(snapshot_download(str(path)))
 
 
 def history_max_length(checkpoint: Path, model: PreTrainedModel) -> int:
@@ -100,7 +96,8 @@ class Recommender:
         model: a `*ForCausalLM` of this package (any variant; `tisasrec` needs timestamps).
         tokenizer: the item tokenizer of the checkpoint.
         index: a Faiss index over the model's item embeddings (`StaleIndexError` if it was built from other
-            weights); by default an exact one is built in memory.
+            weights); by default an exact one is built in memory. Users for whom an approximate index finds fewer
+            than `top_k` items are searched again exactly.
         max_length: history items the model reads (the last ones); default `config.max_position_embeddings`.
         batch_size: histories encoded at once.
     """
@@ -142,21 +139,24 @@ class Recommender:
     ) -> "Recommender":
         """Load the model (`AutoModelForCausalLM`), the tokenizer and the item index of a checkpoint.
 
-        The index saved in the folder is used when it matches the weights (and `index_config`, when given);
-        otherwise one is built (`index_config`, default exact) and, with `save_index`, saved there. A stale index is
-        reported and rebuilt. `kwargs` go to the constructor (`max_length`, `batch_size`).
+        The model and tokenizer come from `load_checkpoint`, which refuses a missing folder, a `model_type` whose code
+        only the folder holds (unless `trust_remote_code`), non-finite weights and a tokenizer of another item
+        vocabulary.
+
+        The index is of `index_config` alone (default exact), whatever index the folder holds: an exact one is built
+        from the weights; an approximate one saved in the folder is reused only when it is of `index_config` and
+        passes the checks of `ItemIndex.load` (weights fingerprint, size and SHA-256 of the index file, checked
+        before Faiss reads it, and item count), else it is rebuilt with a warning naming the reason. With
+        `save_index`, the index is saved in the folder. `kwargs` go to the constructor (`max_length`, `batch_size`).
         """
-        checkpoint = resolve_checkpoint(path)
-        model = AutoModelForCausalLM.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
-        if device is not None:
-            model = model.to(device)
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        weights = model.get_output_embeddings().weight
-        num_special = model.config.num_special_tokens
-        if save_index or index_exists(checkpoint):
-            index = load_or_build_item_index(checkpoint, weights, num_special, index_config, save=save_index)
-        else:
-            index = ItemIndex.build(weights, num_special, index_config)
+        checkpoint, model, tokenizer = load_checkpoint(path, trust_remote_code=trust_remote_code, device=device)
+        index = load_or_build_item_index(
+            checkpoint,
+            model.get_output_embeddings().weight,
+            model.config.num_special_tokens,
+            index_config,
+            save=save_index,
+        )
         kwargs.setdefault("max_length", history_max_length(checkpoint, model))
         return cls(model, tokenizer, index=index, **kwargs)
 
@@ -164,6 +164,20 @@ class Recommender:
     def item_embeddings(self) -> torch.Tensor:
         """The output layer the scores come from: `[vocab, hidden]`."""
         return self.model.get_output_embeddings().weight
+
+    @property
+    def num_items(self) -> int:
+        """Items in the catalog: the vocabulary less the special tokens."""
+        return self.config.vocab_size - self.num_special_tokens
+
+    @functools.cached_property
+    def exact_index(self) -> ItemIndex:
+        """An exact index over the items: `index` when it is exact, else one built on first need."""
+        if self.index.config.index_type == "flat":
+            return self.index
+        return ItemIndex.build(
+            self.item_embeddings, self.num_special_tokens, RetrievalConfig(use_gpu=self.index.config.use_gpu)
+        )
 
     def encode(self, history: Sequence[str]) -> tuple[list[int], list[bool]]:
         """Token ids of a history's keys (`<UNK>` for unknown ones) and whether each key is known."""
@@ -177,6 +191,13 @@ class Recommender:
         return user_representations(
             self.model, histories, timestamps if self.uses_timestamps else None, self.max_length
         )
+
+    def check_top_k(self, top_k: int) -> None:
+        """Raise `ValueError` unless `top_k` lies between 1 and the number of items in the catalog."""
+        if not 1 <= top_k <= self.num_items:
+            raise ValueError(
+                f"top_k must lie in [1, {self.num_items}] (the catalog has {self.num_items} items), got {top_k}."
+            )
 
     def check_ids(self, histories: Sequence[Sequence[int]], timestamps: Sequence[Sequence[int]] | None) -> None:
         """Raise `ValueError` on ids outside the items of the vocabulary or timestamps that do not fit."""
@@ -205,7 +226,9 @@ class Recommender:
         timestamps: Sequence[Sequence[int]] | None = None,
     ) -> list[tuple[list[int], list[float] | None]]:
         """Top-`top_k` item ids and scores for histories of token ids; an empty history gets the `top_k` most
-        popular items and `None` scores."""
+        popular items and `None` scores. `top_k` above the catalog's item count raises `ValueError`; a history gets
+        fewer than `top_k` items only when excluding it leaves fewer."""
+        self.check_top_k(top_k)
         self.check_ids(histories, timestamps)
         popular = list(range(self.num_special_tokens, self.num_special_tokens + top_k))
         results: list[tuple[list[int], list[float] | None]] = [(popular, None)] * len(histories)
@@ -215,11 +238,32 @@ class Recommender:
             batch = [histories[row] for row in chunk]
             times = [timestamps[row] for row in chunk] if self.uses_timestamps else None
             exclude = [set(history) for history in batch] if exclude_history else None
-            scores, ids = self.index.search(self.user_states(batch, times), top_k, exclude=exclude)
+            scores, ids = self.search(self.user_states(batch, times), top_k, exclude)
             for row, row_scores, row_ids in zip(chunk, scores, ids, strict=True):
                 found = row_ids >= 0
                 results[row] = (row_ids[found].tolist(), row_scores[found].tolist())
         return results
+
+    def search(
+        self, user_states: torch.Tensor, top_k: int, exclude: list[Collection[int]] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`index.search`, where users for whom the index found fewer than `top_k` of the items left to them (an
+        approximate index does not always reach every item) are searched again exactly, with a log line."""
+        scores, ids = self.index.search(user_states, top_k, exclude=exclude)
+        left = [self.num_items - len(row) for row in exclude] if exclude is not None else [self.num_items] * len(ids)
+        short = np.flatnonzero((ids >= 0).sum(axis=1) < np.minimum(top_k, left))
+        if short.size:
+            logger.info(
+                "The %s index found fewer than top_k=%d items for %d of %d users; served them exactly.",
+                self.index.config.index_type,
+                top_k,
+                short.size,
+                len(ids),
+            )
+            short_exclude = [exclude[row] for row in short] if exclude is not None else None
+            states = user_states[torch.from_numpy(short)]
+            scores[short], ids[short] = self.exact_index.search(states, top_k, exclude=short_exclude)
+        return scores, ids
 
     def __call__(
         self,
@@ -232,7 +276,7 @@ class Recommender:
 
         Args:
             histories: one history or a list of them, raw item keys in time order.
-            top_k: items a history.
+            top_k: items a history, at most the number of items in the catalog (`ValueError` above it).
             exclude_history: never recommend an item of the history.
             timestamps: `tisasrec` only: one integer time per history item, shaped as `histories`.
 

@@ -5,8 +5,10 @@ real item) with the item's row of the output embedding, which is exactly the mod
 those rows with an inner-product Faiss index, exact (`"flat"`, default) or approximate (`"hnsw"`, `"ivf"`), so that
 its top-K is the model's own top-K over the real items: special tokens are never indexed.
 
-Saved beside a checkpoint, the index carries a fingerprint of the embeddings it was built from; loading it against
-different weights raises `StaleIndexError`, and `load_or_build_item_index` rebuilds it then.
+Saved beside a checkpoint, the index carries a fingerprint of the embeddings it was built from and the size and SHA-256
+of its own file; `ItemIndex.load` checks both before Faiss reads a byte of the file (`StaleIndexError` for other
+weights, `InvalidIndexError` for a file changed, cut short or unreadable), and `load_or_build_item_index` rebuilds the
+index from the weights then.
 """
 
 import functools
@@ -23,14 +25,22 @@ import faiss
 import numpy as np
 import torch
 
+from .atomic_files import atomic_path, atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 INDEX_FILE = "item_index.faiss"
 INDEX_METADATA_FILE = "item_index.json"
 INDEX_TYPES = ("flat", "hnsw", "ivf")
+METADATA_FIELDS = ("config", "fingerprint", "num_items", "num_special_tokens", "index_file")
 
 
-class StaleIndexError(RuntimeError):
+class InvalidIndexError(RuntimeError):
+    """A saved index cannot serve the model: its files are unreadable, were changed after they were saved, or do not
+    match the model or the index asked for."""
+
+
+class StaleIndexError(InvalidIndexError):
     """A saved index was built from item embeddings other than the model's current ones."""
 
 
@@ -104,6 +114,49 @@ def embedding_fingerprint(item_embeddings: torch.Tensor) -> str:
     digest = hashlib.sha256(str(weights.shape).encode())
     digest.update(weights.tobytes())
     return digest.hexdigest()
+
+
+def file_record(data: bytes) -> dict:
+    """Size and SHA-256 of an index file's bytes, as `item_index.json` records them."""
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def read_index_metadata(directory: Path) -> dict:
+    """`item_index.json` of `directory`; `InvalidIndexError` when it is not JSON or lacks a field `load` checks."""
+    path = directory / INDEX_METADATA_FILE
+    try:
+        metadata = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidIndexError(f"{path} is not valid JSON ({error}).") from error
+    missing = [key for key in METADATA_FIELDS if not isinstance(metadata, dict) or key not in metadata]
+    if missing:
+        raise InvalidIndexError(f"{path} lacks {missing}: it was written by an older version or cut short.")
+    return metadata
+
+
+def verified_index_bytes(directory: Path, recorded: dict) -> bytes:
+    """The bytes of `item_index.faiss` in `directory`, once their size and SHA-256 are those `recorded` at saving."""
+    path = directory / INDEX_FILE
+    data = path.read_bytes()
+    if file_record(data) != recorded:
+        raise InvalidIndexError(
+            f"{path} ({len(data)} bytes) is not the file {INDEX_METADATA_FILE} records (size and SHA-256): it was "
+            "replaced or cut short after it was saved."
+        )
+    return data
+
+
+def parse_index(data: bytes, path: Path, num_items: int, hidden: int) -> faiss.Index:
+    """The Faiss index of verified bytes; `InvalidIndexError` unless it holds `num_items` vectors of size `hidden`."""
+    try:
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except RuntimeError as error:
+        raise InvalidIndexError(f"Faiss cannot read {path}: {str(error).strip().splitlines()[-1]}") from error
+    if index.ntotal != num_items or index.d != hidden:
+        raise InvalidIndexError(
+            f"{path} holds {index.ntotal} vectors of size {index.d}; the model has {num_items} items of size {hidden}."
+        )
+    return index
 
 
 def new_faiss_index(rows: np.ndarray, config: RetrievalConfig) -> faiss.Index:
@@ -224,36 +277,61 @@ class ItemIndex:
         return np.where(missing, -np.inf, kept_scores).astype(np.float32), np.where(missing, -1, kept_ids)
 
     def save(self, directory: str | Path) -> None:
-        """Write `item_index.faiss` and `item_index.json` (config, fingerprint) into `directory`."""
+        """Write `item_index.faiss`, then `item_index.json` (config, weights fingerprint, item count, the index file's
+        size and SHA-256) into `directory`, each atomically and the metadata last: a save cut short between them
+        leaves a metadata that does not match the file, which `load` detects."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         index = faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
-        faiss.write_index(index, str(directory / INDEX_FILE))
+        data = faiss.serialize_index(index).tobytes()
+        with atomic_path(directory / INDEX_FILE) as temporary:
+            temporary.write_bytes(data)
         metadata = {
             "config": index_fields(self.config),
             "fingerprint": self.fingerprint,
             "num_items": self.num_items,
             "num_special_tokens": self.num_special_tokens,
+            "index_file": file_record(data),
             "faiss_version": faiss.__version__,
         }
-        (directory / INDEX_METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        atomic_write_json(directory / INDEX_METADATA_FILE, metadata)
 
     @classmethod
-    def load(cls, directory: str | Path, item_embeddings: torch.Tensor, num_special_tokens: int) -> "ItemIndex":
-        """Read an index saved by `save`, checking it against the model's current `item_embeddings` `[vocab,
-        hidden]`; raises `FileNotFoundError` when there is none and `StaleIndexError` when it was built from other
-        weights."""
+    def load(
+        cls,
+        directory: str | Path,
+        item_embeddings: torch.Tensor,
+        num_special_tokens: int,
+        config: RetrievalConfig | None = None,
+    ) -> "ItemIndex":
+        """Read an index saved by `save`, after checking it against the model's current `item_embeddings` `[vocab,
+        hidden]` and, when given, the `config` asked for (whose `use_gpu` it takes).
+
+        The index file is read whole and its size and SHA-256 compared with those in `item_index.json` before Faiss
+        parses a byte of it, and the parsed index must hold one vector per item: a downloaded index is never trusted
+        without that check. Raises `FileNotFoundError` when there is no index, `StaleIndexError` when it was built
+        from other weights, and `InvalidIndexError` when it is of another config or its files are unreadable, were
+        changed after they were saved, or do not agree with the model.
+        """
         directory = Path(directory)
-        metadata = json.loads((directory / INDEX_METADATA_FILE).read_text())
+        metadata = read_index_metadata(directory)
+        if config is not None and metadata["config"] != index_fields(config):
+            raise InvalidIndexError(
+                f"The item index in {directory} is {metadata['config']}, not the {index_fields(config)} asked for."
+            )
         fingerprint = embedding_fingerprint(item_embeddings)
         if metadata["fingerprint"] != fingerprint or metadata["num_special_tokens"] != num_special_tokens:
             raise StaleIndexError(
                 f"The item index in {directory} was built from other item embeddings than the model's "
-                f"(fingerprint {metadata['fingerprint'][:12]}, model {fingerprint[:12]})."
+                f"(fingerprint {str(metadata['fingerprint'])[:12]}, model {fingerprint[:12]})."
             )
-        config = RetrievalConfig(**metadata["config"])
-        index = faiss.read_index(str(directory / INDEX_FILE))
-        return cls(to_device(index, config), config, num_special_tokens, fingerprint)
+        data = verified_index_bytes(directory, metadata["index_file"])
+        vocab, hidden = item_embeddings.shape
+        index = parse_index(data, directory / INDEX_FILE, vocab - num_special_tokens, hidden)
+        try:
+            saved_config = RetrievalConfig(**metadata["config"], use_gpu=config.use_gpu if config else None)
+        except (TypeError, ValueError) as error:
+            raise InvalidIndexError(f"{directory / INDEX_METADATA_FILE} has an invalid config: {error}") from error
+        return cls(to_device(index, saved_config), saved_config, num_special_tokens, fingerprint)
 
 
 def index_exists(directory: str | Path) -> bool:
@@ -269,17 +347,19 @@ def load_or_build_item_index(
     config: RetrievalConfig | None = None,
     save: bool = True,
 ) -> ItemIndex:
-    """The index saved in `directory` when it matches the embeddings (and `config`, when given); otherwise a new one,
-    saved there when `save`. A stale index is reported and rebuilt, never used."""
-    if index_exists(directory):
+    """An index of `config` (default exact) over `item_embeddings`, saved in `directory` when `save`.
+
+    An exact (`"flat"`) index is always built from the weights, which takes no longer than reading it, so the default
+    never parses a saved Faiss file. An approximate one saved in `directory` is reused only when it is of `config` and
+    passes every check of `ItemIndex.load`; otherwise the reason is logged and the index rebuilt from the weights.
+    What is saved never decides what a later call computes: that is `config` alone.
+    """
+    config = config or RetrievalConfig()
+    if config.index_type != "flat" and index_exists(directory):
         try:
-            index = ItemIndex.load(directory, item_embeddings, num_special_tokens)
-        except StaleIndexError as error:
-            logger.warning("%s Rebuilding it.", error)
-        else:
-            if config is None or index_fields(config) == index_fields(index.config):
-                return index
-            logger.info("The saved item index has another config (%s); building %s.", index.config, config)
+            return ItemIndex.load(directory, item_embeddings, num_special_tokens, config)
+        except InvalidIndexError as error:
+            logger.warning("%s Rebuilding the %s index from the model's weights.", error, config.index_type)
     index = ItemIndex.build(item_embeddings, num_special_tokens, config)
     if save:
         index.save(directory)
@@ -288,6 +368,7 @@ def load_or_build_item_index(
 
 __all__ = [
     "INDEX_TYPES",
+    "InvalidIndexError",
     "ItemIndex",
     "RetrievalConfig",
     "StaleIndexError",

@@ -4,10 +4,14 @@
 
 Every check that can fail (unknown keys, data folder, vocabulary, timestamps, item embeddings) runs before the first
 training step. The run folder (`output_dir`) ends with the model (safetensors, config with `auto_map`, code), the
-item tokenizer, `metrics.json`, `trainer_state.json`, `run_info.json` and TensorBoard logs.
+item tokenizer, `metrics.json` (with the best evaluation and whether early stopping ended training),
+`trainer_state.json`, `run_info.json` and TensorBoard logs.
+
+A non-empty `output_dir` is refused before the data is loaded, unless `resume_from_checkpoint` resumes its run or
+`overwrite_output_dir=true` replaces it (see `hf_sasrec.checkpoints`, which also defines which checkpoints count as
+complete).
 """
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -17,28 +21,46 @@ from datasets import DatasetDict
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
-    EarlyStoppingCallback,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    TrainerCallback,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
+from .atomic_files import atomic_write_json
+from .checkpoint_loading import ITEM_VOCAB_FINGERPRINT
+from .checkpoints import CheckpointManifestCallback, OutputDirError, prepare_resume, remove_checkpoints, set_aside
 from .data_collator import NextItemCollator, model_uses_timestamps
 from .evaluation import evaluate_next_item, metrics_table
 from .item_embedding_init import load_item_embeddings
-from .item_tokenizer import save_item_tokenizer
+from .item_tokenizer import save_item_tokenizer, vocabulary_fingerprint
 from .processed_data import SPLITS, drop_short_rows, load_processed_data
 from .sequence_windows import sliding_windows
-from .sft_trainer import NextItemTrainer
-from .training_args import DataArguments, ModelArguments, SFTTrainingArguments, parse_sft_args
+from .sft_trainer import LoggingEarlyStoppingCallback, NextItemTrainer, best_evaluation, describe_best
+from .training_args import (
+    ArgumentError,
+    DataArguments,
+    ModelArguments,
+    SFTTrainingArguments,
+    parse_sft_args,
+    split_command_line,
+)
 
 logger = logging.getLogger("hf_sasrec.sft")
 
 
-def build_config(model_args: ModelArguments, config_fields: dict[str, Any], vocab_size: int, max_length: int):
-    """The model config: the variant's defaults, then `config_fields`; the vocabulary must be the tokenizer's."""
-    fields = {"vocab_size": vocab_size, "max_position_embeddings": max(max_length, 1), **config_fields}
+def build_config(
+    model_args: ModelArguments, config_fields: dict[str, Any], tokenizer: PreTrainedTokenizerBase, max_length: int
+):
+    """The model config: the variant's defaults, then `config_fields`; the vocabulary must be the tokenizer's, whose
+    fingerprint the config records (`item_vocab_fingerprint`) so that loading refuses any other tokenizer."""
+    vocab_size = len(tokenizer)
+    fields = {
+        "vocab_size": vocab_size,
+        "max_position_embeddings": max(max_length, 1),
+        **config_fields,
+        ITEM_VOCAB_FINGERPRINT: vocabulary_fingerprint(tokenizer),
+    }
     if fields["vocab_size"] != vocab_size:
         raise ValueError(
             f"vocab_size {fields['vocab_size']} differs from the tokenizer's vocabulary ({vocab_size} tokens)."
@@ -61,21 +83,33 @@ def build_model(model_args: ModelArguments, config) -> PreTrainedModel:
             f"init_from {model_args.init_from}: a {model.config.model_type} over {model.config.vocab_size} tokens, "
             f"but this run trains a {config.model_type} over {config.vocab_size}."
         )
+    fingerprint = getattr(config, ITEM_VOCAB_FINGERPRINT)
+    if getattr(model.config, ITEM_VOCAB_FINGERPRINT, fingerprint) != fingerprint:
+        raise ValueError(
+            f"init_from {model_args.init_from} was trained on another item vocabulary (other items or another order) "
+            "than the data's tokenizer: start from a model trained on data processed with that tokenizer."
+        )
+    setattr(model.config, ITEM_VOCAB_FINGERPRINT, fingerprint)
     return model
 
 
-def resolve_resume(training_args: SFTTrainingArguments) -> str | bool | None:
-    """`resume_from_checkpoint`: a path, `true` (the last checkpoint, which must exist), or `auto` (the last checkpoint
-    of `output_dir` if there is one, else a fresh start)."""
-    value = training_args.resume_from_checkpoint
-    if value is None or value.lower() in ("false", "none", ""):
-        return None
-    if value.lower() in ("true", "auto"):
-        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
-        if last is None and value.lower() == "true":
-            raise FileNotFoundError(f"resume_from_checkpoint=true but {training_args.output_dir} has no checkpoint.")
-        return last
-    return value
+def clear_output_dir(training_args: SFTTrainingArguments, skipped: dict[Path, str]) -> None:
+    """Before training (main process): delete the previous run's checkpoints with `overwrite_output_dir`, else move
+    the skipped incomplete checkpoints aside."""
+    if not training_args.should_save:
+        return
+    if training_args.overwrite_output_dir:
+        remove_checkpoints(training_args.output_dir)
+    else:
+        set_aside(skipped)
+
+
+def training_callbacks(data_args: DataArguments) -> list[TrainerCallback]:
+    """The checkpoint manifest, and early stopping (logged) when `early_stopping_patience` is set."""
+    callbacks = [CheckpointManifestCallback()]
+    if data_args.early_stopping_patience:
+        callbacks.append(LoggingEarlyStoppingCallback(data_args.early_stopping_patience))
+    return callbacks
 
 
 def check_data_fits_model(model: PreTrainedModel, splits: DatasetDict, stats: dict[str, Any]) -> None:
@@ -99,13 +133,12 @@ def write_run_folder(
     tokenizer: PreTrainedTokenizerBase,
     model_args: ModelArguments,
     data_args: DataArguments,
-    metrics: dict[str, float],
+    metrics: dict[str, Any],
     argv: list[str],
 ) -> None:
-    """The tokenizer, `metrics.json` and `run_info.json` beside the saved model."""
+    """The tokenizer, `run_info.json` and, last, `metrics.json` beside the saved model (each written atomically)."""
     path = Path(output_dir)
     save_item_tokenizer(tokenizer, path)
-    (path / "metrics.json").write_text(json.dumps(metrics, indent=2))
     run_info = {
         "data_dir": str(Path(data_args.data_dir).resolve()),
         "model_type": model_args.model_type,
@@ -114,16 +147,22 @@ def write_run_folder(
         "exclude_history": data_args.exclude_history,
         "command": argv,
     }
-    (path / "run_info.json").write_text(json.dumps(run_info, indent=2))
+    atomic_write_json(path / "run_info.json", run_info)
+    atomic_write_json(path / "metrics.json", metrics)
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the training described by `argv` (`[CONFIG.yaml] key=value ...`) and return the final metrics."""
     argv = sys.argv[1:] if argv is None else argv
     model_args, data_args, training_args, config_fields = parse_sft_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    splits, stats, tokenizer = load_processed_data(data_args.data_dir)
-    config = build_config(model_args, config_fields, len(tokenizer), data_args.max_length)
+    resume, skipped = prepare_resume(
+        training_args.output_dir, training_args.resume_from_checkpoint, training_args.overwrite_output_dir
+    )
+    if resume:
+        logger.info("Resuming from %s.", resume)
+    splits, stats, tokenizer = load_processed_data(data_args.data_dir, split_command_line(argv)[0])
+    config = build_config(model_args, config_fields, tokenizer, data_args.max_length)
     set_seed(training_args.seed)
     model = build_model(model_args, config)
     check_data_fits_model(model, splits, stats)
@@ -131,7 +170,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         load_item_embeddings(model, model_args.item_embeddings)
     if model_args.freeze_item_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
-    resume = resolve_resume(training_args)
     train, valid, test = (drop_short_rows(splits[name], name) for name in SPLITS)
     if data_args.sliding_window:
         train = sliding_windows(train, data_args.max_length)
@@ -141,14 +179,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         train_dataset=train,
         eval_dataset=valid,
         data_collator=NextItemCollator(data_args.max_length, with_timestamps=model_uses_timestamps(model)),
-        callbacks=[EarlyStoppingCallback(data_args.early_stopping_patience)]
-        if data_args.early_stopping_patience
-        else None,
+        callbacks=training_callbacks(data_args),
         eval_protocol=data_args.eval_protocol,
         exclude_history=data_args.exclude_history,
         num_sampled_negatives=data_args.num_sampled_negatives,
         max_length=data_args.max_length,
     )
+    clear_output_dir(training_args, skipped)
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     metrics = {
@@ -156,6 +193,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     }
     metrics["epochs"] = trainer.state.epoch
     metrics["global_step"] = trainer.state.global_step
+    metrics.update(best_evaluation(trainer.state, training_args))
+    logger.info(
+        "Training %s at epoch %g (step %d); best evaluation: %s; the model saved is that of step %d.",
+        "stopped early" if metrics["stopped_early"] else "ran all its steps",
+        metrics["epochs"],
+        metrics["global_step"],
+        describe_best(metrics),
+        metrics["model_step"],
+    )
     for protocol in data_args.test_protocols:
         for split_name, split in (("valid", valid), ("test", test)):
             scores = evaluate_next_item(
@@ -176,5 +222,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return metrics
 
 
+def run_from_command_line() -> None:
+    """`python -m hf_sasrec.sft`: a configuration error (exit 2) or an `output_dir` that cannot be used as asked
+    (exit 1) is one line on stderr, without a traceback."""
+    try:
+        main()
+    except ArgumentError as error:
+        print(f"hf_sasrec.sft: {error}", file=sys.stderr)
+        sys.exit(2)
+    except OutputDirError as error:
+        sys.exit(f"hf_sasrec.sft: {error}")
+
+
 if __name__ == "__main__":
-    main()
+    run_from_command_line()

@@ -1,13 +1,69 @@
 """`transformers.Trainer` for next-item training, evaluated with the ranking metrics of `hf_sasrec.evaluation`."""
 
+import logging
 import time
+from typing import Any
 
-from transformers import Trainer
+from transformers import EarlyStoppingCallback, Trainer, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import speed_metrics
 
 from .data_collator import IGNORE_INDEX
 from .evaluation import evaluate_next_item
 from .length_bucket_sampler import LengthBucketSampler
+
+logger = logging.getLogger(__name__)
+
+
+def best_evaluation(state: TrainerState, args: TrainingArguments) -> dict[str, Any]:
+    """How a training ended: `metric_for_best_model`, `best_metric`, `best_step` and `best_epoch` (of the best
+    evaluation; `None` without evaluations), `stopped_early` (fewer steps than scheduled: early stopping) and
+    `model_step`, the step of the weights the trainer ends with (the best checkpoint's with `load_best_model_at_end`,
+    when it exists)."""
+    key = f"eval_{(args.metric_for_best_model or '').removeprefix('eval_')}"
+    evaluations = [entry for entry in state.log_history if key in entry]
+    best_epoch = next((entry["epoch"] for entry in evaluations if entry["step"] == state.best_global_step), None)
+    best_loaded = args.load_best_model_at_end and state.best_model_checkpoint is not None
+    return {
+        "metric_for_best_model": args.metric_for_best_model,
+        "best_metric": state.best_metric,
+        "best_step": state.best_global_step,
+        "best_epoch": best_epoch,
+        "stopped_early": state.global_step < state.max_steps,
+        "model_step": state.best_global_step if best_loaded else state.global_step,
+    }
+
+
+def describe_best(outcome: dict[str, Any]) -> str:
+    """`"full/ndcg@10 0.1234 at epoch 3 (step 18)"` from [`best_evaluation`], or `"no evaluation"`."""
+    if outcome["best_metric"] is None:
+        return "no evaluation"
+    return (
+        f"{outcome['metric_for_best_model']} {outcome['best_metric']:.4f} at epoch {outcome['best_epoch']:g} "
+        f"(step {outcome['best_step']})"
+    )
+
+
+class LoggingEarlyStoppingCallback(EarlyStoppingCallback):
+    """`EarlyStoppingCallback` that logs when it stops training, and the best evaluation it could not beat."""
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float],
+        **kwargs,
+    ):
+        super().on_evaluate(args, state, control, metrics, **kwargs)
+        if self.early_stopping_patience_counter >= self.early_stopping_patience:
+            logger.info(
+                "Early stopping at epoch %g (step %d): no better %s in %d evaluations; best: %s.",
+                state.epoch,
+                state.global_step,
+                args.metric_for_best_model,
+                self.early_stopping_patience,
+                describe_best(best_evaluation(state, args)),
+            )
 
 
 class NextItemTrainer(Trainer):

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Recommend the top-10 next items for every test user of the default SFT run:
 #   bash scripts/inference.sh [--model DIR] [--history-file F.jsonl] [--top-k K] [--index-type flat|hnsw|ivf] ...
-# Writes outputs/infer/<run>/recommendations.jsonl, recommendations.csv and summary.json (python -m hf_sasrec.infer
-# --help lists every option). Trains the default SFT model first when it is absent.
+# Writes recommendations.jsonl, recommendations.csv and summary.json into outputs/infer/<model path below outputs/>
+# (outputs/infer/sft/default, outputs/infer/dpo/default: two models never share a folder; python -m hf_sasrec.infer
+# --help lists every option). Search is exact unless --index-type asks for an approximate index; a saved index never
+# changes that. Trains the default SFT model first when it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"

@@ -7,6 +7,8 @@
 #   NPROC=2 bash scripts/sft.sh ...                        # DDP through torchrun
 #   NPROC=2 LAUNCHER=accelerate bash scripts/sft.sh ...    # DDP through accelerate launch (gloo on CPU)
 #
+# A run refuses an output_dir that already holds files: add resume_from_checkpoint=auto to resume it (the newest
+# complete checkpoint) or overwrite_output_dir=true to replace it.
 # The embedded MovieLens-100K is prepared with `python -m data_preprocess` when a config reads data/ml-100k and the
 # folder is absent; item text embeddings DATA_DIR/item_text.npy (two-stage stage 1) are computed when absent.
 set -euo pipefail
@@ -39,6 +41,12 @@ elif [ "$NPROC" -gt 1 ]; then
   exit 2
 else
   launcher=(python -m hf_sasrec.sft)
+fi
+
+if [ "${#configs[@]}" -gt 1 ]; then
+  # Each run refuses an output_dir that holds a run (unless resumed or overwritten); check them all before the first
+  # trains, so that a refused second stage does not come after a finished first one.
+  python -m hf_sasrec.checkpoints "${configs[@]}" ${overrides[@]+"${overrides[@]}"}
 fi
 
 for config in "${configs[@]}"; do

@@ -60,3 +60,14 @@ def random_items(batch: int, length: int, seed: int = 0) -> torch.LongTensor:
 
 def left_pad(tensor: torch.Tensor, pad: int, value: int = 0) -> torch.Tensor:
     return torch.nn.functional.pad(tensor, (pad, 0), value=value)
+
+
+def assert_same_recommendations(got, expected):
+    """Same items, flags and unknown keys; scores equal up to float rounding (they may come from other searches)."""
+    for got_result, expected_result in zip(got, expected, strict=True):
+        assert {key: value for key, value in got_result.items() if key != "scores"} == {
+            key: value for key, value in expected_result.items() if key != "scores"
+        }
+        torch.testing.assert_close(
+            torch.tensor(got_result["scores"]), torch.tensor(expected_result["scores"]), atol=1e-5, rtol=1e-5
+        )

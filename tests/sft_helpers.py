@@ -1,4 +1,5 @@
-"""A tiny processed dataset, written as `python -m data_preprocess` writes one, for the training tests."""
+"""A tiny processed dataset, written as `python -m data_preprocess` writes one, for the training tests, and their
+other helpers."""
 
 import json
 from pathlib import Path
@@ -37,6 +38,11 @@ def write_tiny_dataset(path: Path, num_users: int = 48, num_items: int = 30, see
     stats = {"dataset": "tiny", "num_items": num_items, "num_users": num_users, "has_timestamps": True}
     (path / "stats.json").write_text(json.dumps(stats))
     return path
+
+
+def cut_in_half(path: Path) -> None:
+    """Keep the first half of a file, as a write killed half way does."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 def tiny_run_arguments(data_dir: Path, output_dir: Path, **overrides) -> list[str]:

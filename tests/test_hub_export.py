@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 import yaml
-from model_helpers import HIDE_HF_SASREC, VOCAB_SIZE, tiny_model
+from model_helpers import HIDE_HF_SASREC, VOCAB_SIZE, assert_same_recommendations, tiny_model
 
-from hf_sasrec.item_tokenizer import NUM_SPECIAL_TOKENS, build_item_tokenizer
+from hf_sasrec.item_tokenizer import NUM_SPECIAL_TOKENS, build_item_tokenizer, vocabulary_fingerprint
 from hf_sasrec.model_card import save_for_hub
 from hf_sasrec.recommender import Recommender
 from hf_sasrec.retrieval import ItemIndex, RetrievalConfig
@@ -23,10 +23,10 @@ METRICS = {"test": {"full/hr@10": 0.1234, "full/ndcg@10": 0.0567}, "epoch": 3, "
 DOWNSTREAM = HIDE_HF_SASREC + textwrap.dedent(
     """
     import faiss, torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, PreTrainedTokenizerFast
     folder, histories, times = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
     encoder = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)  # its config has an auto_map
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)  # as the model card says: no custom code
     item2id = json.load(open(f"{folder}/item2id.json"))
     id2item = json.load(open(f"{folder}/id2item.json"))
     index = faiss.read_index(f"{folder}/item_index.faiss")
@@ -59,22 +59,21 @@ def test_hub_folder_loads_without_the_package_and_recommends_the_same(variant, t
     for name in ("model.safetensors", "config.json", "tokenizer.json", "item2id.json", "id2item.json", "README.md"):
         assert (folder / name).is_file(), name
     assert (folder / f"modeling_{variant}.py").is_file() and (folder / "item_index.faiss").is_file()
-    assert set(json.loads((folder / "config.json").read_text())["auto_map"]) == {
-        "AutoConfig",
-        "AutoModel",
-        "AutoModelForCausalLM",
-    }
+    config = json.loads((folder / "config.json").read_text())
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
+    assert config["item_vocab_fingerprint"] == vocabulary_fingerprint(build_item_tokenizer(KEYS))
     times = TIMES if variant == "tisasrec" else [[0] * len(history) for history in HISTORIES]
     result = subprocess.run(
         [sys.executable, "-c", DOWNSTREAM, str(folder), json.dumps(HISTORIES), json.dumps(times)],
+        input="",
         capture_output=True,
-        stdin=subprocess.DEVNULL,
         text=True,
         cwd=tmp_path,
         env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "custom code" not in result.stdout + result.stderr  # no prompt to run the folder's code for the tokenizer
     downstream = json.loads(result.stdout.strip().splitlines()[-1])
     assert downstream["module"].startswith("transformers_modules") and downstream["vocab"] == VOCAB_SIZE
     expected = recommender(HISTORIES, top_k=10, timestamps=TIMES if variant == "tisasrec" else None)
@@ -91,9 +90,9 @@ def test_saved_folder_reloads_as_the_same_recommender(tmp_path):
     )
     recommender = Recommender(tiny_model("sasrec_gate", seed=2), build_item_tokenizer(KEYS), index=hnsw, max_length=2)
     recommender.save_pretrained(tmp_path)
-    reloaded = Recommender.from_pretrained(tmp_path)
+    reloaded = Recommender.from_pretrained(tmp_path, index_config=hnsw.config)
     assert reloaded.max_length == 2 and reloaded.index.config == hnsw.config
-    assert reloaded(HISTORIES, top_k=7) == recommender(HISTORIES, top_k=7)
+    assert_same_recommendations(reloaded(HISTORIES, top_k=7), recommender(HISTORIES, top_k=7))
 
 
 def test_model_card_has_metadata_metrics_and_usage(tmp_path):
@@ -108,6 +107,7 @@ def test_model_card_has_metadata_metrics_and_usage(tmp_path):
     assert "| `test/full/hr@10` | 0.1234 |" in body and "| `epoch` | 3.0000 |" in body
     assert "| `train_total_flos` | 480,000,000,000 |" in body
     assert "trust_remote_code=True" in body and "Recommender.from_pretrained" in body
+    assert "tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)" in body and "AutoTokenizer" not in body
     assert "item_index.faiss" in body
 
 
@@ -117,3 +117,11 @@ def test_model_card_without_metrics_or_index_says_so(tmp_path):
     assert "No evaluation metrics were recorded" in card
     assert "datasets" not in card.split("---\n")[1]
     assert not (tmp_path / "item_index.faiss").exists() and "item_index.faiss" not in card
+
+
+def test_save_for_hub_refuses_a_tokenizer_of_another_item_order(tmp_path):
+    model = tiny_model("sasrec", seed=3)
+    save_for_hub(model, build_item_tokenizer(KEYS), tmp_path / "first")
+    with pytest.raises(ValueError, match="another order"):
+        save_for_hub(model, build_item_tokenizer(KEYS[::-1]), tmp_path / "second")
+    assert not (tmp_path / "second").exists()

@@ -3,9 +3,11 @@
 import json
 import subprocess
 import sys
+import textwrap
 from collections import Counter
 
 import pytest
+from model_helpers import HIDE_HF_SASREC, VOCAB_SIZE, tiny_model
 from transformers import AutoTokenizer
 
 from hf_sasrec.item_tokenizer import (
@@ -116,3 +118,38 @@ def test_saved_tokenizer_loads_with_auto_tokenizer_without_hf_sasrec(tmp_path):
 def test_left_truncation_keeps_the_most_recent_items():
     tokenizer = build_item_tokenizer([str(index) for index in range(10)], model_max_length=3)
     assert tokenizer("0 1 2 3 4", truncation=True)["input_ids"] == [7, 8, 9]
+
+
+PLAIN_TOKENIZER_LOADER = HIDE_HF_SASREC + textwrap.dedent(
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    folder, text = sys.argv[1], sys.argv[2]
+    loaded = [
+        PreTrainedTokenizerFast.from_pretrained(folder),
+        AutoTokenizer.from_pretrained(folder, trust_remote_code=False),
+    ]
+    print(json.dumps([[isinstance(t, PreTrainedTokenizerFast), t(text)["input_ids"]] for t in loaded]))
+    """
+)
+
+
+def test_checkpoint_tokenizer_loads_as_a_plain_fast_tokenizer_without_custom_code_or_prompt(tmp_path):
+    """A run folder holds the model (whose config.json names custom code) beside the tokenizer: the tokenizer still
+    loads with transformers alone, as a `PreTrainedTokenizerFast`, without running or copying any code and without
+    asking."""
+    keys = [f"item {index}" for index in range(VOCAB_SIZE - NUM_SPECIAL_TOKENS)]
+    tiny_model("sasrec").save_pretrained(tmp_path / "run")
+    save_item_tokenizer(build_item_tokenizer(keys), tmp_path / "run")
+    text = " ".join(item_to_token(key) for key in keys[:4])
+    result = subprocess.run(
+        [sys.executable, "-c", PLAIN_TOKENIZER_LOADER, str(tmp_path / "run"), text],
+        input="",
+        capture_output=True,
+        text=True,
+        env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "custom code" not in result.stdout + result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [[True, [5, 6, 7, 8]]] * 2
+    assert not list((tmp_path / "modules").glob("transformers_modules/*"))

@@ -3,11 +3,12 @@
 import csv
 import json
 import logging
+import shutil
 
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from model_helpers import VARIANT_NAMES, VOCAB_SIZE, tiny_model
+from model_helpers import VARIANT_NAMES, VOCAB_SIZE, assert_same_recommendations, tiny_model
 
 from hf_sasrec import infer
 from hf_sasrec.evaluation import evaluate_next_item
@@ -21,6 +22,9 @@ from hf_sasrec.item_tokenizer import (
 from hf_sasrec.recommender import POPULARITY_FALLBACK, Recommender
 from hf_sasrec.retrieval import INDEX_METADATA_FILE, ItemIndex, RetrievalConfig, StaleIndexError
 
+NUM_ITEMS = VOCAB_SIZE - NUM_SPECIAL_TOKENS
+NARROW_IVF = RetrievalConfig(index_type="ivf", ivf_nlist=5, ivf_nprobe=1)
+"""An approximate index that visits one of five cells: it finds only that cell's items."""
 KEYS = [f"movie {index}" if index % 7 == 0 else str(1000 + index) for index in range(VOCAB_SIZE - NUM_SPECIAL_TOKENS)]
 HISTORIES = [["1003", "1010", "movie 7", "1004"], ["1030"], ["movie 14", "1001", "1002", "1005", "1006", "1008"]]
 TIMES = [[10, 40, 41, 90], [7], [1, 2, 4, 8, 16, 17]]
@@ -44,6 +48,15 @@ def expected_top_k(model, tokenizer, history, k, times=None, exclude=True):
         logits[ids[0]] = -torch.inf
     top = logits.topk(k)
     return [KEYS[i - NUM_SPECIAL_TOKENS] for i in top.indices.tolist()], top.values
+
+
+def save_run(model, tokenizer, folder, max_length=3):
+    """A run folder as training writes it: model, tokenizer and `run_info.json`."""
+    model.save_pretrained(folder)
+    save_item_tokenizer(tokenizer, folder)
+    (folder / "run_info.json").write_text(
+        json.dumps({"max_length": max_length, "model_type": model.config.model_type})
+    )
 
 
 def timestamps_for(model, histories):
@@ -105,26 +118,54 @@ def test_only_the_last_max_length_items_are_read_but_all_are_excluded(tokenizer)
     assert result["items"] == [key for key in window_keys if key not in history][:8]
 
 
-def test_from_pretrained_saves_reuses_and_refreshes_the_index(tokenizer, tmp_path, caplog):
+def test_from_pretrained_saves_reuses_and_refreshes_the_index(tokenizer, tmp_path, caplog, monkeypatch):
     model = tiny_model("sasrec_gate", seed=6)
-    model.save_pretrained(tmp_path)
-    save_item_tokenizer(tokenizer, tmp_path)
-    (tmp_path / "run_info.json").write_text(json.dumps({"max_length": 3, "model_type": "sasrec_gate"}))
+    save_run(model, tokenizer, tmp_path)
     hnsw = RetrievalConfig(index_type="hnsw", hnsw_m=8)
     loaded = Recommender.from_pretrained(tmp_path, index_config=hnsw, save_index=True)
     assert loaded.max_length == 3 and loaded.index.config.index_type == "hnsw"
     assert (tmp_path / INDEX_METADATA_FILE).is_file()
-    assert loaded(HISTORIES) == Recommender(model, tokenizer, max_length=3)(HISTORIES)
-    assert Recommender.from_pretrained(tmp_path).index.config.index_type == "hnsw"  # reused as saved
+    assert_same_recommendations(loaded(HISTORIES), Recommender(model, tokenizer, max_length=3)(HISTORIES))
+    with monkeypatch.context() as patch:
+        patch.setattr(ItemIndex, "build", None)  # reused as saved: read, not built
+        assert Recommender.from_pretrained(tmp_path, index_config=hnsw).index.config == hnsw
 
     with torch.no_grad():
         model.get_output_embeddings().weight.mul_(-1.0)  # another model, same folder
     model.save_pretrained(tmp_path)
     with caplog.at_level(logging.WARNING, logger="hf_sasrec.retrieval"):
-        refreshed = Recommender.from_pretrained(tmp_path, save_index=True)
+        refreshed = Recommender.from_pretrained(tmp_path, index_config=hnsw, save_index=True)
     assert "Rebuilding" in caplog.text
     keys, _ = expected_top_k(model, tokenizer, HISTORIES[0][-3:], 5 + 4)
     assert refreshed(HISTORIES[0], top_k=5)["items"] == [key for key in keys if key not in HISTORIES[0]][:5]
+
+
+def test_a_saved_approximate_index_never_becomes_the_default(tokenizer, tmp_path):
+    model = tiny_model("sasrec", seed=3)
+    save_run(model, tokenizer, tmp_path)
+    Recommender.from_pretrained(tmp_path, index_config=NARROW_IVF, save_index=True)
+    plain = Recommender.from_pretrained(tmp_path)
+    assert plain.index.config.index_type == "flat"
+    everything = plain(HISTORIES[0], top_k=NUM_ITEMS)
+    assert sorted(everything["items"]) == sorted(set(KEYS) - set(HISTORIES[0]))
+
+
+def test_top_k_beyond_what_an_approximate_index_finds_is_served_exactly(tokenizer, caplog):
+    model = tiny_model("sasrec", seed=3)
+    narrow = ItemIndex.build(model.get_output_embeddings().weight, NUM_SPECIAL_TOKENS, NARROW_IVF)
+    recommender = Recommender(model, tokenizer, index=narrow)
+    with caplog.at_level(logging.INFO, logger="hf_sasrec.recommender"):
+        results = recommender(HISTORIES, top_k=20)
+    assert "The ivf index found fewer than top_k=20 items for 3 of 3 users; served them exactly." in caplog.text
+    assert_same_recommendations(results, Recommender(model, tokenizer)(HISTORIES, top_k=20))
+
+
+@pytest.mark.parametrize("history", [[], ["1003"]])
+def test_top_k_above_the_catalog_is_refused_even_for_an_empty_history(tokenizer, history):
+    recommender = Recommender(tiny_model("sasrec", seed=3), tokenizer)
+    with pytest.raises(ValueError, match=r"top_k must lie in \[1, 35\] \(the catalog has 35 items\), got 5000"):
+        recommender(history, top_k=5000)
+    assert len(recommender(history, top_k=NUM_ITEMS)["items"]) == NUM_ITEMS - len(history)
 
 
 def test_bad_inputs_raise_clear_errors(tokenizer):
@@ -188,6 +229,20 @@ def test_infer_cli_recommends_for_every_user_of_the_split(run_folder, tokenizer,
     assert len(rows) == 10 * len(split)
     assert rows[0]["user_id"] == "u0" and rows[0]["item"] == records[0]["items"][0]
     assert float(rows[0]["score"]) == pytest.approx(records[0]["scores"][0])
+
+
+def test_infer_outputs_of_different_models_never_share_a_folder(run_folder, tmp_path, monkeypatch):
+    _, _, run_dir = run_folder
+    monkeypatch.chdir(tmp_path)
+    for stage in ("sft", "dpo"):
+        shutil.copytree(run_dir, tmp_path / "outputs" / stage / "default")
+    for model in ("outputs/sft/default", "outputs/dpo/default", str(run_dir)):
+        infer.main(["--model", model, "--no-save-index"])
+    for stage in ("sft", "dpo"):
+        summary = json.loads((tmp_path / "outputs" / "infer" / stage / "default" / "summary.json").read_text())
+        assert summary["model"] == f"outputs/{stage}/default"
+    (elsewhere,) = (tmp_path / "outputs" / "infer").glob("run-*/summary.json")
+    assert json.loads(elsewhere.read_text())["model"] == str(run_dir)
 
 
 def test_infer_cli_holdout_hit_rate_matches_the_evaluation(run_folder, tmp_path):

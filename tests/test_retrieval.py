@@ -1,5 +1,6 @@
-"""Faiss retrieval reproduces the model's own top-K, excludes what it must, and is never used stale."""
+"""Faiss retrieval reproduces the model's own top-K, excludes what it must, and is never used stale or unchecked."""
 
+import json
 import logging
 
 import numpy as np
@@ -7,8 +8,10 @@ import pytest
 import torch
 from model_helpers import VOCAB_SIZE, left_pad, random_items, tiny_model
 
-from hf_sasrec import last_real_states
+from hf_sasrec import last_real_states, retrieval
 from hf_sasrec.retrieval import (
+    INDEX_FILE,
+    INDEX_METADATA_FILE,
     ItemIndex,
     RetrievalConfig,
     StaleIndexError,
@@ -17,6 +20,8 @@ from hf_sasrec.retrieval import (
 )
 
 NUM_SPECIAL = 5
+ONE_CELL = RetrievalConfig(index_type="ivf", ivf_nlist=1)
+"""An approximate index type that still visits every item (a single IVF cell): its top-K is exact."""
 
 
 def users_and_logits(model, input_ids):
@@ -111,13 +116,13 @@ def test_saved_index_reloads_with_the_same_results(model_and_batch, tmp_path):
 def test_stale_index_is_detected_and_rebuilt(model_and_batch, tmp_path, caplog):
     model, input_ids = model_and_batch
     weights = model.get_output_embeddings().weight
-    load_or_build_item_index(tmp_path, weights, NUM_SPECIAL)
+    load_or_build_item_index(tmp_path, weights, NUM_SPECIAL, ONE_CELL)
     with torch.no_grad():
         weights[7] += 0.5  # a "fine-tuned" model: one item moved
     with pytest.raises(StaleIndexError, match="other item embeddings"):
         ItemIndex.load(tmp_path, weights, NUM_SPECIAL)
     with caplog.at_level(logging.WARNING, logger="hf_sasrec.retrieval"):
-        rebuilt = load_or_build_item_index(tmp_path, weights, NUM_SPECIAL)
+        rebuilt = load_or_build_item_index(tmp_path, weights, NUM_SPECIAL, ONE_CELL)
     assert "Rebuilding" in caplog.text
     states, logits = users_and_logits(model, input_ids)
     np.testing.assert_array_equal(rebuilt.search(states, 10)[1], reference_top_k(logits, 10).indices.numpy())
@@ -130,6 +135,102 @@ def test_a_saved_index_of_another_type_is_replaced_when_another_config_is_asked(
     hnsw = load_or_build_item_index(tmp_path, weights, NUM_SPECIAL, RetrievalConfig(index_type="hnsw"))
     assert hnsw.config.index_type == "hnsw"
     assert ItemIndex.load(tmp_path, weights, NUM_SPECIAL).config.index_type == "hnsw"
+
+
+def test_a_saved_approximate_index_is_used_only_when_asked_for(model_and_batch, tmp_path, monkeypatch):
+    weights = model_and_batch[0].get_output_embeddings().weight
+    hnsw = RetrievalConfig(index_type="hnsw", hnsw_m=8)
+    load_or_build_item_index(tmp_path, weights, NUM_SPECIAL, hnsw)
+    saved = (tmp_path / INDEX_METADATA_FILE).read_text()
+    assert load_or_build_item_index(tmp_path, weights, NUM_SPECIAL, save=False).config.index_type == "flat"
+    assert (tmp_path / INDEX_METADATA_FILE).read_text() == saved
+    monkeypatch.setattr(ItemIndex, "build", None)  # a reused index is read, not built
+    assert load_or_build_item_index(tmp_path, weights, NUM_SPECIAL, hnsw).config == hnsw
+
+
+def another_index_in_its_place(directory, weights):
+    """Only the index file replaced, by one of 10 items: a 10-item index in a 35-item folder."""
+    other = ItemIndex.build(torch.randn(10 + NUM_SPECIAL, weights.shape[1]), NUM_SPECIAL, ONE_CELL)
+    other.save(directory / "other")
+    (directory / INDEX_FILE).write_bytes((directory / "other" / INDEX_FILE).read_bytes())
+    return "replaced or cut short"
+
+
+def another_index_with_a_metadata_that_agrees(directory, weights):
+    """The index file replaced by one of 10 items and the recorded size and hash rewritten to match it."""
+    another_index_in_its_place(directory, weights)
+    metadata = json.loads((directory / INDEX_METADATA_FILE).read_text())
+    metadata["index_file"] = json.loads((directory / "other" / INDEX_METADATA_FILE).read_text())["index_file"]
+    (directory / INDEX_METADATA_FILE).write_text(json.dumps(metadata))
+    return "holds 10 vectors of size 16; the model has 35 items"
+
+
+def a_save_cut_before_its_metadata(directory, weights):
+    """A save of another index over the same weights, killed between the index file and its metadata."""
+    metadata = (directory / INDEX_METADATA_FILE).read_text()
+    ItemIndex.build(weights, NUM_SPECIAL, RetrievalConfig(index_type="ivf", ivf_nlist=3)).save(directory)
+    (directory / INDEX_METADATA_FILE).write_text(metadata)
+    return "replaced or cut short"
+
+
+def a_truncated_file(directory, weights):
+    data = (directory / INDEX_FILE).read_bytes()
+    (directory / INDEX_FILE).write_bytes(data[: len(data) // 2])
+    return "replaced or cut short"
+
+
+def a_metadata_without_the_file_hash(directory, weights):
+    """`item_index.json` as versions without the index file's hash wrote it."""
+    metadata = json.loads((directory / INDEX_METADATA_FILE).read_text())
+    del metadata["index_file"]
+    (directory / INDEX_METADATA_FILE).write_text(json.dumps(metadata))
+    return "lacks ['index_file']"
+
+
+def a_metadata_that_is_not_json(directory, weights):
+    (directory / INDEX_METADATA_FILE).write_text('{"config": ')
+    return "is not valid JSON"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        another_index_in_its_place,
+        another_index_with_a_metadata_that_agrees,
+        a_save_cut_before_its_metadata,
+        a_truncated_file,
+        a_metadata_without_the_file_hash,
+        a_metadata_that_is_not_json,
+    ],
+)
+def test_a_changed_or_unreadable_index_is_rebuilt_from_the_weights_and_saved_again(
+    damage, model_and_batch, tmp_path, caplog
+):
+    model, input_ids = model_and_batch
+    weights = model.get_output_embeddings().weight
+    load_or_build_item_index(tmp_path, weights, NUM_SPECIAL, ONE_CELL)
+    reason = damage(tmp_path, weights)
+    with caplog.at_level(logging.WARNING, logger="hf_sasrec.retrieval"):
+        rebuilt = load_or_build_item_index(tmp_path, weights, NUM_SPECIAL, ONE_CELL)
+    assert reason in caplog.text and "Rebuilding the ivf index from the model's weights" in caplog.text
+    states, logits = users_and_logits(model, input_ids)
+    np.testing.assert_array_equal(rebuilt.search(states, 10)[1], reference_top_k(logits, 10).indices.numpy())
+    reloaded = ItemIndex.load(tmp_path, weights, NUM_SPECIAL, ONE_CELL)  # saved again, and whole
+    assert reloaded.num_items == VOCAB_SIZE - NUM_SPECIAL and reloaded.fingerprint == rebuilt.fingerprint
+
+
+def test_faiss_never_reads_an_index_file_whose_hash_does_not_match(model_and_batch, tmp_path, monkeypatch):
+    weights = model_and_batch[0].get_output_embeddings().weight
+    load_or_build_item_index(tmp_path, weights, NUM_SPECIAL, ONE_CELL)
+    (tmp_path / INDEX_FILE).write_bytes(b"crafted bytes from a downloaded folder")
+
+    def parse(*args):
+        raise AssertionError("Faiss parsed an index file that was not checked")
+
+    monkeypatch.setattr(retrieval.faiss, "read_index", parse)
+    monkeypatch.setattr(retrieval.faiss, "deserialize_index", parse)
+    with pytest.raises(RuntimeError, match=r"item_index.faiss \(38 bytes\) is not the file item_index.json records"):
+        ItemIndex.load(tmp_path, weights, NUM_SPECIAL)
 
 
 def test_bad_arguments_raise_clear_errors(model_and_batch):

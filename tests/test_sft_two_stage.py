@@ -38,7 +38,9 @@ def test_principal_components_keep_the_largest_variance_directions():
         principal_components(vectors, 7)
 
 
-def test_two_stage_training_in_one_call(tmp_path):
+def write_stage_configs(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+    """`stage1.yaml` (frozen item embeddings from random "text" vectors) and `stage2.yaml` (from stage 1) in
+    `tmp_path`, on a tiny dataset; returns the two output folders and the text vectors."""
     data = write_tiny_dataset(tmp_path / "data")
     text = np.random.default_rng(0).normal(size=(35, 12)).astype(np.float32)  # [vocab_size, width != hidden_size]
     np.save(tmp_path / "text.npy", text)
@@ -50,7 +52,12 @@ def test_two_stage_training_in_one_call(tmp_path):
     (tmp_path / "stage2.yaml").write_text(
         COMMON.format(data=data).replace("0.01", "0.001") + f"output_dir: {stage2}\ninit_from: {stage1}\n"
     )
-    result = subprocess.run(
+    return stage1, stage2, text
+
+
+def run_two_stages(tmp_path: Path) -> subprocess.CompletedProcess:
+    """`bash scripts/sft.sh stage1.yaml stage2.yaml seed=3` on the configs of [`write_stage_configs`]."""
+    return subprocess.run(
         ["bash", "scripts/sft.sh", str(tmp_path / "stage1.yaml"), str(tmp_path / "stage2.yaml"), "seed=3"],
         cwd=ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -58,6 +65,11 @@ def test_two_stage_training_in_one_call(tmp_path):
         text=True,
         timeout=300,
     )
+
+
+def test_two_stage_training_in_one_call(tmp_path):
+    stage1, stage2, text = write_stage_configs(tmp_path)
+    result = run_two_stages(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     first = AutoModelForCausalLM.from_pretrained(stage1).get_input_embeddings().weight.detach()
     second = AutoModelForCausalLM.from_pretrained(stage2).get_input_embeddings().weight.detach()
@@ -70,3 +82,15 @@ def test_two_stage_training_in_one_call(tmp_path):
     assert (second[5:] - first[5:]).norm() < first[5:].norm()
     assert json.loads((stage2 / "run_info.json").read_text())["model_type"] == "sasrec"
     assert "seed=3" in json.loads((stage2 / "run_info.json").read_text())["command"]
+
+
+def test_a_second_stage_that_would_replace_a_run_is_refused_before_the_first_trains(tmp_path):
+    stage1, stage2, _ = write_stage_configs(tmp_path)
+    stage2.mkdir()
+    (stage2 / "metrics.json").write_text("{}")
+    refused = run_two_stages(tmp_path)
+    assert refused.returncode != 0 and not stage1.exists()
+    message = refused.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"hf_sasrec.checkpoints: output_dir {str(stage2)!r} already holds files (metrics.json)")
+    assert "resume_from_checkpoint=auto" in message and "overwrite_output_dir=true" in message
+    assert (stage2 / "metrics.json").read_text() == "{}"
