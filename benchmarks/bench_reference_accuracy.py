@@ -69,7 +69,7 @@ def train_epoch(
     for start in range(0, len(order), BATCH):
         batch = collator([{"item_ids": histories[index]} for index in order[start : start + BATCH]])
         seqs = reference_inputs(batch["input_ids"], num_special, pad_to=MAX_LENGTH)
-        positives = reference_inputs(batch["labels"], num_special, pad_to=MAX_LENGTH)
+        positives = reference_inputs(batch["shift_labels"], num_special, pad_to=MAX_LENGTH)
         negatives = torch.randint(1, num_items + 1, positives.shape) * positives.ne(0)
         optimizer.zero_grad()
         loss = model.loss(seqs, positives, negatives)

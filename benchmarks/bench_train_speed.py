@@ -105,7 +105,7 @@ def bench_reference(data_dir: str, steps: int) -> dict:
 
     def step(batch: dict) -> None:
         seqs = reference_inputs(batch["input_ids"], num_special)
-        positives = reference_inputs(batch["labels"], num_special)
+        positives = reference_inputs(batch["shift_labels"], num_special)
         negatives = torch.randint(1, stats["num_items"] + 1, positives.shape) * positives.ne(0)
         optimizer.zero_grad()
         model.loss(seqs, positives, negatives).backward()

@@ -71,3 +71,6 @@ def cli_errors(prog: str) -> Iterator[None]:
     except (PreprocessingError, OSError, ImportError) as error:
         message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
         raise SystemExit(f"{prog}: error: {message}") from None
+
+
+__all__ = ["DataFormatError", "PreprocessingError"]

@@ -80,3 +80,6 @@ class Columns:
 
 
 DEFAULT_COLUMNS = Columns()
+
+
+__all__ = ["Columns"]

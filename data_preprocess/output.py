@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from hf_sasrec.atomic_files import atomic_directory
+from .atomic_files import atomic_directory
 
 
 def check_replaceable(path: Path, markers: Iterable[str], written_by: str) -> None:

@@ -10,9 +10,7 @@ import pandas as pd
 from datasets import DatasetDict
 from transformers import PreTrainedTokenizerFast
 
-from hf_sasrec.atomic_files import atomic_write_json
-from hf_sasrec.item_tokenizer import NUM_SPECIAL_TOKENS, build_item_tokenizer, save_item_tokenizer
-
+from .atomic_files import atomic_write_json
 from .errors import PreprocessingError, logger, record_drops
 from .filtering import (
     apply_min_rating,
@@ -23,6 +21,7 @@ from .filtering import (
 )
 from .formats import KNOWN_FILES, detect_format, embedded_movielens, read_interactions, resolve_input
 from .interactions import DEFAULT_COLUMNS, Columns, Interactions, ItemInfo, natural_key
+from .item_tokenizer import NUM_SPECIAL_TOKENS, build_item_tokenizer, save_item_tokenizer
 from .output import carry_over, check_replaceable, replace_folder
 from .split import Sequences, leave_one_out, time_cutoffs, time_split
 from .text_formats import OnError
@@ -246,3 +245,6 @@ def prepare(
             low_rated = low_rated_by_user(low_rated_pairs, sequences.user_keys, item2id)
         _save(Path(output), splits, tokenizer, stats, titles, low_rated)
     return splits, tokenizer
+
+
+__all__ = ["prepare"]

@@ -28,16 +28,19 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, DatasetDict, load_from_disk
-from transformers import AutoTokenizer
-
-from hf_sasrec.item_tokenizer import NUM_SPECIAL_TOKENS
+from safetensors import safe_open
+from transformers import PreTrainedTokenizerFast
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from .errors import PreprocessingError, cli_errors, logger, require_dataset_folder, setup_cli_output
+from .item_tokenizer import NUM_SPECIAL_TOKENS
 from .output import replace_folder
 
 PROG = "python -m data_preprocess.preference"
 SOURCES = ("low-rated", "popular", "hard")
 MAX_REJECTED = 256
+# Where a checkpoint keeps its output item embeddings: an untied head, else the input embeddings a tied head shares.
+OUTPUT_EMBEDDINGS = ("lm_head.weight", "model.embed_tokens.weight")
 # A rejected-item source: (user, chosen item) -> candidates the user never touched, best first.
 Picker = Callable[[str, int], list[int]]
 
@@ -152,7 +155,7 @@ def build_preference_pairs(
         raise PreprocessingError(f"num_rejected must be between 1 and {MAX_REJECTED}, got {num_rejected}")
     data_dir = require_dataset_folder(data_dir)
     data = load_from_disk(str(data_dir))
-    tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(data_dir / "tokenizer")  # AutoTokenizer would load torch
     touched = _touched(data)
     prompts = _prompts(data["train"], all_positions)
     rng = np.random.default_rng(seed)
@@ -203,13 +206,23 @@ def save_preference_pairs(pairs: Dataset, output: str | Path) -> None:
 
 
 def model_item_embeddings(model_path: str | Path) -> np.ndarray:
-    """The output item embeddings of a trained hf_sasrec checkpoint, one row per token id."""
-    from transformers import AutoModelForCausalLM
+    """The output item embeddings of a trained hf_sasrec checkpoint folder: `[vocab_size, hidden_size]`, float32.
 
-    import hf_sasrec  # noqa: F401  (registers the model types with the Auto classes)
-
-    model = AutoModelForCausalLM.from_pretrained(model_path)
-    return model.get_output_embeddings().weight.detach().float().cpu().numpy()
+    Read from its `model.safetensors` without loading the model (no model code, no torch): `lm_head.weight` when the
+    head is untied, else `model.embed_tokens.weight`, which a tied head shares (and which is then saved alone).
+    """
+    path = Path(model_path) / SAFE_WEIGHTS_NAME
+    if not path.is_file():
+        raise PreprocessingError(f"{path} not found: --model takes a checkpoint folder saved by hf_sasrec training")
+    with safe_open(path, framework="numpy") as weights:
+        stored = set(weights.keys())
+        name = next((name for name in OUTPUT_EMBEDDINGS if name in stored), None)
+        if name is None:
+            raise PreprocessingError(f"{path} holds none of {', '.join(OUTPUT_EMBEDDINGS)}: not an hf_sasrec model")
+        if weights.get_slice(name).get_dtype() != "BF16":
+            return weights.get_tensor(name).astype(np.float32)
+    with safe_open(path, framework="pt") as weights:  # numpy has no bfloat16: such weights are read through torch
+        return weights.get_tensor(name).float().numpy()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -224,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-rejected", type=int, default=1, help="rejected items per prompt (default 1)")
     embeddings = parser.add_mutually_exclusive_group()
     embeddings.add_argument("--item-embeddings", help="hard source: .npy with one row per token id")
-    embeddings.add_argument("--model", help="hard source: a trained hf_sasrec checkpoint")
+    embeddings.add_argument("--model", help="hard source: a trained hf_sasrec checkpoint folder")
     parser.add_argument("--all-positions", action="store_true", help="a prompt for every position, not only the last")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_sasrec.atomic_files import atomic_path
-
+from .atomic_files import atomic_path
 from .errors import cli_errors, logger, require_dataset_folder, setup_cli_output
 
 PROG = "python -m data_preprocess.text_embeddings"

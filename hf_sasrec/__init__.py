@@ -1,75 +1,50 @@
 """hf-sasrec: SASRec-family sequential recommenders as 🤗 transformers models.
 
 Importing the package registers every variant with `AutoConfig`, `AutoModel` and `AutoModelForCausalLM`, and marks
-its classes for `register_for_auto_class`, so that saved checkpoints carry their code (`auto_map` in `config.json`).
+its classes for `register_for_auto_class`, so that saved checkpoints carry their code (`auto_map` in `config.json`);
+see `hf_sasrec.registry`; and it registers the `next-item-recommendation` task with transformers' pipelines (see
+`hf_sasrec.pipeline_next_item`). Everything else on the package face is lazy, as in transformers' own packages: a name
+(`Recommender`, `ItemIndex`, `save_for_hub`, ...) imports its module on first use, so Faiss, `datasets` and TRL load
+only where they are used.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+# ruff: noqa: F403  (the star imports only tell type checkers what the lazy face holds, as in transformers)
+from typing import TYPE_CHECKING
 
-from .configuration_mhc import MHCConfig
-from .configuration_sasrec import SASRecConfig
-from .configuration_sasrec_gate import SASRecGateConfig
-from .configuration_sasrec_moe import SASRecMoEConfig
-from .configuration_sasrec_rope import SASRecRopeConfig
-from .configuration_tisasrec import TiSASRecConfig
-from .evaluation import evaluate_next_item
-from .model_card import save_for_hub
-from .modeling_mhc import MHCForCausalLM, MHCModel
-from .modeling_sasrec import SASRecForCausalLM, SASRecModel, last_real_states
-from .modeling_sasrec_gate import SASRecGateForCausalLM, SASRecGateModel
-from .modeling_sasrec_moe import SASRecMoEForCausalLM, SASRecMoEModel
-from .modeling_sasrec_rope import SASRecRopeForCausalLM, SASRecRopeModel
-from .modeling_tisasrec import TiSASRecForCausalLM, TiSASRecModel
-from .recommender import Recommender
-from .retrieval import ItemIndex, RetrievalConfig, StaleIndexError
+from transformers.utils import _LazyModule
+from transformers.utils.import_utils import define_import_structure
 
-VARIANTS = {
-    "sasrec": (SASRecConfig, SASRecModel, SASRecForCausalLM),
-    "sasrec_rope": (SASRecRopeConfig, SASRecRopeModel, SASRecRopeForCausalLM),
-    "sasrec_gate": (SASRecGateConfig, SASRecGateModel, SASRecGateForCausalLM),
-    "sasrec_moe": (SASRecMoEConfig, SASRecMoEModel, SASRecMoEForCausalLM),
-    "mhc": (MHCConfig, MHCModel, MHCForCausalLM),
-    "tisasrec": (TiSASRecConfig, TiSASRecModel, TiSASRecForCausalLM),
-}
+if TYPE_CHECKING:
+    from .checkpoint_loading import *
+    from .configuration_mhc import *
+    from .configuration_sasrec import *
+    from .configuration_sasrec_gate import *
+    from .configuration_sasrec_moe import *
+    from .configuration_sasrec_rope import *
+    from .configuration_tisasrec import *
+    from .evaluation import *
+    from .item_tokenizer import *
+    from .model_card import *
+    from .modeling_mhc import *
+    from .modeling_sasrec import *
+    from .modeling_sasrec_gate import *
+    from .modeling_sasrec_moe import *
+    from .modeling_sasrec_rope import *
+    from .modeling_tisasrec import *
+    from .pipeline_next_item import *
+    from .recommendation import *
+    from .recommender import *
+    from .registry import *
+    from .retrieval import *
+    from .run_info import *
+else:
+    import sys
 
+    _file = globals()["__file__"]
+    sys.modules[__name__] = _LazyModule(__name__, _file, define_import_structure(_file), module_spec=__spec__)
 
-def _register(config_class, model_class, causal_lm_class) -> None:
-    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-    AutoModel.register(config_class, model_class, exist_ok=True)
-    AutoModelForCausalLM.register(config_class, causal_lm_class, exist_ok=True)
-    config_class.register_for_auto_class()
-    model_class.register_for_auto_class("AutoModel")
-    causal_lm_class.register_for_auto_class("AutoModelForCausalLM")
+    from .pipeline_next_item import register_pipeline
+    from .registry import register_variants
 
-
-for _classes in VARIANTS.values():
-    _register(*_classes)
-
-__all__ = [
-    "VARIANTS",
-    "ItemIndex",
-    "MHCConfig",
-    "MHCForCausalLM",
-    "MHCModel",
-    "Recommender",
-    "RetrievalConfig",
-    "SASRecConfig",
-    "SASRecForCausalLM",
-    "SASRecGateConfig",
-    "SASRecGateForCausalLM",
-    "SASRecGateModel",
-    "SASRecMoEConfig",
-    "SASRecMoEForCausalLM",
-    "SASRecMoEModel",
-    "SASRecModel",
-    "SASRecRopeConfig",
-    "SASRecRopeForCausalLM",
-    "SASRecRopeModel",
-    "StaleIndexError",
-    "TiSASRecConfig",
-    "TiSASRecForCausalLM",
-    "TiSASRecModel",
-    "evaluate_next_item",
-    "last_real_states",
-    "save_for_hub",
-]
+    register_variants()
+    register_pipeline()

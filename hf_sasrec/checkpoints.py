@@ -32,7 +32,7 @@ from safetensors import safe_open
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .atomic_files import atomic_write_json
+from data_preprocess.atomic_files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-IGNORE_INDEX = -100
+from .losses import IGNORE_INDEX
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_value: int) -> torch.LongTensor:
@@ -33,9 +33,12 @@ def model_uses_timestamps(model: torch.nn.Module) -> bool:
 class NextItemCollator:
     """Collate processed-data rows into left-padded tensors.
 
-    Training (`for_training=True`): a row's sequence `s` is cut to its last `max_length + 1` items and gives
-    `input_ids = s[:-1]` and aligned `labels = s[1:]` (`labels[b, t]` is the item after position `t`; `-100` on
-    padding), so every position is a training target.
+    Training (`for_training=True`): a row's sequence `s` is cut to its last `max_length + 1` items and gives, each
+    `[batch, length]`, `input_ids = s[:-1]`, `labels` (the inputs with `-100` on padding, as every transformers causal
+    LM takes them) and `shift_labels = s[1:]` (`shift_labels[b, t]` is the item after position `t`; `-100` on
+    padding). The model uses `shift_labels` instead of shifting `labels`: they also hold the target of the last
+    position, the item after the window, so every position is a training target. `Trainer` counts
+    `num_items_in_batch` from `shift_labels` (it counts only batches that hold `labels`).
 
     Evaluation (`for_training=False`): a row is a history followed by its target; the batch holds the history cut to
     its last `max_length` items as `input_ids` and the targets as `target_ids` `[batch]`.
@@ -63,7 +66,8 @@ class NextItemCollator:
         input_ids = left_pad([self.inputs_of(row["item_ids"]) for row in rows], self.pad_token_id)
         batch = {"input_ids": input_ids, "attention_mask": input_ids.ne(self.pad_token_id).long()}
         if self.for_training:
-            batch["labels"] = left_pad([row["item_ids"][1:][-self.max_length :] for row in rows], IGNORE_INDEX)
+            batch["labels"] = input_ids.masked_fill(batch["attention_mask"].eq(0), IGNORE_INDEX)
+            batch["shift_labels"] = left_pad([row["item_ids"][1:][-self.max_length :] for row in rows], IGNORE_INDEX)
         else:
             batch["target_ids"] = torch.tensor([row["item_ids"][-1] for row in rows], dtype=torch.long)
         if self.with_timestamps:

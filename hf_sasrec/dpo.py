@@ -34,7 +34,6 @@ in the SFT folder runs only with `trust_remote_code=true` (a `DPOConfig` field),
 
 import copy
 import functools
-import json
 import logging
 import sys
 import types
@@ -55,13 +54,14 @@ from transformers import (
 from trl import DPOConfig, DPOTrainer
 from trl.trainer.utils import FusedCausalLMOutput, pad
 
+from data_preprocess.atomic_files import atomic_directory, atomic_write_json
 from data_preprocess.preference import build_preference_pairs, model_item_embeddings
 
-from .atomic_files import atomic_directory, atomic_write_json
 from .checkpoint_loading import check_item_vocabulary, load_checkpoint
 from .checkpoints import OutputDirError, check_output_dir
 from .item_tokenizer import save_item_tokenizer
 from .processed_data import load_processed_data
+from .run_info import RunInfo
 from .training_args import read_yaml, split_command_line
 
 logger = logging.getLogger(__name__)
@@ -494,9 +494,11 @@ def run_dpo(args: RecommenderDPOConfig, script_args: DPOScriptArguments) -> dict
     sft_dir = Path(script_args.sft_dir)
     if not (sft_dir / "config.json").exists():
         raise FileNotFoundError(f"No SFT model in {script_args.sft_dir}: run `bash scripts/sft.sh` first.")
-    run_info = json.loads((sft_dir / "run_info.json").read_text())
-    data_dir = script_args.data_dir or run_info["data_dir"]
-    max_length = run_info.get("max_length")
+    sft_info = RunInfo.load(sft_dir)
+    data_dir = script_args.data_dir or sft_info.data_dir
+    if data_dir is None:
+        raise ValueError(f"{sft_dir} records no data_dir in its run_info.json: pass data_dir=FOLDER.")
+    max_length = sft_info.max_length
     if max_length is not None and (args.max_length is None or args.max_length > max_length):
         logger.info("max_length %s -> %s, the SFT run's history length.", args.max_length, max_length)
         args.max_length = max_length
@@ -540,18 +542,21 @@ def run_dpo(args: RecommenderDPOConfig, script_args: DPOScriptArguments) -> dict
         "dpo_last_log": dpo_logs[-1] if dpo_logs else {},
         "num_pairs": len(preferences),
     }
-    info = {
-        "sft_dir": str(sft_dir),
-        "data_dir": data_dir,
-        "model_type": model.config.model_type,
-        "max_length": max_length,
-        "preference_dir": str(preference_dir),
-        "source": script_args.source,
-        "num_rejected": script_args.num_rejected,
-        "loss_type": args.loss_type,
-        "beta": args.beta,
-    }
-    atomic_write_json(output_dir / "run_info.json", info)
+    RunInfo(
+        model_type=model.config.model_type,
+        max_length=max_length,
+        dataset=sft_info.dataset,
+        split=sft_info.split,
+        data_dir=data_dir,
+        eval_protocol="full",
+        exclude_history=True,
+        sft_dir=str(sft_dir),
+        preference_dir=str(preference_dir),
+        preference_source=script_args.source,
+        num_rejected=script_args.num_rejected,
+        dpo_loss_type=args.loss_type,
+        dpo_beta=args.beta,
+    ).save(output_dir)
     atomic_write_json(output_dir / "metrics.json", metrics)
     return metrics
 

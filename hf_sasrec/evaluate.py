@@ -10,14 +10,15 @@ tokenizer must be the model's item vocabulary. Prints the metrics table; `--outp
 """
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
-from .atomic_files import atomic_write_json
+from data_preprocess.atomic_files import atomic_write_json
+
 from .checkpoint_loading import check_item_vocabulary, load_checkpoint
 from .evaluation import PROTOCOLS, evaluate_next_item, metrics_table
 from .processed_data import drop_short_rows, load_processed_data
+from .run_info import RunInfo
 
 logger = logging.getLogger("hf_sasrec.evaluate")
 
@@ -42,22 +43,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_info(checkpoint: Path) -> dict:
-    """The `run_info.json` of a run folder, or `{}`."""
-    path = checkpoint / "run_info.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     checkpoint, model, _ = load_checkpoint(
         args.checkpoint, trust_remote_code=args.trust_remote_code, require_tokenizer=False
     )
-    info = run_info(checkpoint)
-    data_dir = args.data or info.get("data_dir")
+    info = RunInfo.load(checkpoint, missing_ok=True)
+    data_dir = args.data or info.data_dir
     if data_dir is None:
-        raise ValueError(f"{checkpoint} has no run_info.json: pass --data.")
+        raise ValueError(f"{checkpoint} records no data_dir (run_info.json): pass --data.")
     splits, _, data_tokenizer = load_processed_data(data_dir)
     check_item_vocabulary(model.config, data_tokenizer, checkpoint, Path(data_dir) / "tokenizer")
     split = drop_short_rows(splits[args.split], args.split)
@@ -70,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             exclude_history=not args.include_history,
             num_sampled_negatives=args.num_sampled_negatives,
             batch_size=args.batch_size,
-            max_length=args.max_length or info.get("max_length"),
+            max_length=args.max_length or info.max_length,
             seed=args.seed,
         )
         metrics.update({f"{args.split}_{name}": value for name, value in scores.items()})

@@ -211,3 +211,6 @@ def metrics_table(metrics: dict[str, float], prefix: str = "") -> str:
         cells = [f"{values[metric]:.4f}" if metric in values else "" for metric in columns]
         lines.append(f"| {prefix}{protocol} | {int(values.get('num_users', 0))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+__all__ = ["PROTOCOLS", "evaluate_next_item", "metrics_table"]

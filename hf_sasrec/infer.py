@@ -29,12 +29,13 @@ from pathlib import Path
 
 import torch
 
-from .atomic_files import atomic_path, atomic_write_json
+from data_preprocess.atomic_files import atomic_path, atomic_write_json
+
 from .item_tokenizer import decode_items
-from .model_card import RUN_INFO_FILE
 from .processed_data import load_processed_data
 from .recommender import POPULARITY_FALLBACK, Recommender
 from .retrieval import INDEX_TYPES, RetrievalConfig
+from .run_info import RUN_INFO_FILE, RunInfo
 
 logger = logging.getLogger("hf_sasrec.infer")
 
@@ -150,8 +151,7 @@ def write_outputs(records: list[dict], output: Path) -> None:
 
 def default_data_dir(model_dir: Path) -> str:
     """The `data_dir` of the run's `run_info.json`."""
-    run_info = model_dir / RUN_INFO_FILE
-    data_dir = json.loads(run_info.read_text()).get("data_dir") if run_info.is_file() else None
+    data_dir = RunInfo.load(model_dir, missing_ok=True).data_dir
     if not data_dir:
         raise ValueError(f"{model_dir} names no data_dir in {RUN_INFO_FILE}: pass --data or --history-file.")
     return data_dir

@@ -1,16 +1,38 @@
 """Next-item losses shared by every variant.
 
+Labels follow transformers' causal LMs (`ForCausalLMLoss`): `labels` are aligned with `input_ids` and shifted here,
+so that position `t` predicts `labels[b, t + 1]`; `shift_labels`, the targets of each position, are used as given.
 Every loss takes the hidden states of the positions that predict an item and the item embedding table the scores
-come from (the output layer), and ignores positions whose label is `-100` or a special token (padding included).
+come from (the output layer), and ignores targets that are `-100` or a special token (padding included). Each loss
+is the mean over the batch's targets, or, given `num_items_in_batch` (the targets of the whole optimizer step, which
+`Trainer` counts), their sum divided by it, as transformers' `fixed_cross_entropy` does.
 """
 
 import math
 
 import torch
 import torch.nn.functional as F
+from transformers.loss.loss_utils import fixed_cross_entropy
 
 IGNORE_INDEX = -100
 BCE_RESAMPLE_ROUNDS = 4
+
+
+def next_item_targets(
+    labels: torch.LongTensor | None, shift_labels: torch.LongTensor | None, attention_mask: torch.BoolTensor
+) -> torch.LongTensor:
+    """The item each position predicts, `[batch, length]`: `shift_labels` when given, else `labels` shifted left by
+    one with `-100` at the last position (as `ForCausalLMLoss`). Padding positions predict nothing (`-100`): their
+    state holds no history.
+
+    Args:
+        labels: `[batch, length]`, aligned with `input_ids` (`labels=input_ids` trains next-item prediction).
+        shift_labels: `[batch, length]`, already the targets: `shift_labels[b, t]` is the item after position `t`.
+        attention_mask: `[batch, length]` bool, `True` at real items.
+    """
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
+    return shift_labels.masked_fill(~attention_mask, IGNORE_INDEX)
 
 
 def select_targets(
@@ -27,6 +49,18 @@ def select_targets(
     """
     mask = labels >= num_special_tokens
     return hidden_states[mask], labels[mask], mask
+
+
+def average_over_targets(
+    per_target_loss: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
+) -> torch.Tensor:
+    """`[num_targets]` to a scalar: the mean, or the sum over `num_items_in_batch` when given (the reduction of
+    `fixed_cross_entropy`, for a loss that is not a cross-entropy)."""
+    if num_items_in_batch is None:
+        return per_target_loss.mean()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(per_target_loss.device)
+    return per_target_loss.sum() / num_items_in_batch
 
 
 def sample_items(
@@ -56,11 +90,15 @@ def sampling_log_prob(items: torch.LongTensor, num_special_tokens: int, vocab_si
 
 
 def full_softmax_loss(
-    hidden: torch.Tensor, targets: torch.LongTensor, item_weight: torch.Tensor, num_special_tokens: int
+    hidden: torch.Tensor,
+    targets: torch.LongTensor,
+    item_weight: torch.Tensor,
+    num_special_tokens: int,
+    num_items_in_batch: torch.Tensor | int | None = None,
 ) -> torch.Tensor:
     """Cross-entropy over every item. `hidden`: `[num_targets, hidden]`, `targets`: `[num_targets]`."""
     logits = hidden @ item_weight[num_special_tokens:].T
-    return F.cross_entropy(logits.float(), targets - num_special_tokens)
+    return fixed_cross_entropy(logits.float(), targets - num_special_tokens, num_items_in_batch)
 
 
 def sampled_softmax_loss(
@@ -72,6 +110,7 @@ def sampled_softmax_loss(
     sampler: str,
     logq_correction: bool,
     temperature: float,
+    num_items_in_batch: torch.Tensor | int | None = None,
 ) -> torch.Tensor:
     """Softmax over each target and `num_negatives` negatives shared by the batch.
 
@@ -89,40 +128,48 @@ def sampled_softmax_loss(
         negative_logits = negative_logits - expected_count * temperature
     negative_logits = negative_logits.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
     logits = torch.cat([positive_logits, negative_logits], dim=-1).float() / temperature
-    return F.cross_entropy(logits, torch.zeros_like(targets))
+    return fixed_cross_entropy(logits, torch.zeros_like(targets), num_items_in_batch)
 
 
 def binary_cross_entropy_loss(
     hidden_states: torch.Tensor,
-    labels: torch.LongTensor,
+    shift_labels: torch.LongTensor,
     input_ids: torch.LongTensor,
     item_weight: torch.Tensor,
     num_special_tokens: int,
+    num_items_in_batch: torch.Tensor | int | None = None,
 ) -> torch.Tensor:
     """The original SASRec loss: each target against one negative the user never interacted with in this row.
 
-    `hidden_states`, `labels`, `input_ids`: `[batch, length, ...]`. Negatives that fall on an item of the row are
-    drawn again a few times; the rare one left after that is kept (the row holds a tiny share of the catalog).
+    `hidden_states`, `shift_labels` (the targets of each position), `input_ids`: `[batch, length, ...]`. Negatives
+    that fall on an item of the row are drawn again a few times; the rare one left after that is kept (the row holds
+    a tiny share of the catalog).
     """
-    mask = labels >= num_special_tokens
-    seen = torch.cat([input_ids, labels.clamp(min=0)], dim=1)
-    negatives = sample_items(labels.shape, num_special_tokens, item_weight.shape[0], "uniform", labels.device)
+    mask = shift_labels >= num_special_tokens
+    seen = torch.cat([input_ids, shift_labels.clamp(min=0)], dim=1)
+    shape, vocab_size, device = shift_labels.shape, item_weight.shape[0], shift_labels.device
+    negatives = sample_items(shape, num_special_tokens, vocab_size, "uniform", device)
     for _ in range(BCE_RESAMPLE_ROUNDS):
         collides = (negatives[:, :, None] == seen[:, None, :]).any(-1)
         if not collides.any():
             break
-        fresh = sample_items(labels.shape, num_special_tokens, item_weight.shape[0], "uniform", labels.device)
+        fresh = sample_items(shape, num_special_tokens, vocab_size, "uniform", device)
         negatives = torch.where(collides, fresh, negatives)
     hidden = hidden_states[mask]
-    positive_logits = (hidden * item_weight[labels[mask]]).sum(-1).float()
+    positive_logits = (hidden * item_weight[shift_labels[mask]]).sum(-1).float()
     negative_logits = (hidden * item_weight[negatives[mask]]).sum(-1).float()
-    return F.binary_cross_entropy_with_logits(
-        positive_logits, torch.ones_like(positive_logits)
-    ) + F.binary_cross_entropy_with_logits(negative_logits, torch.zeros_like(negative_logits))
+    per_target_loss = F.binary_cross_entropy_with_logits(
+        positive_logits, torch.ones_like(positive_logits), reduction="none"
+    ) + F.binary_cross_entropy_with_logits(negative_logits, torch.zeros_like(negative_logits), reduction="none")
+    return average_over_targets(per_target_loss, num_items_in_batch)
 
 
 def in_batch_softmax_loss(
-    hidden: torch.Tensor, targets: torch.LongTensor, item_weight: torch.Tensor, temperature: float
+    hidden: torch.Tensor,
+    targets: torch.LongTensor,
+    item_weight: torch.Tensor,
+    temperature: float,
+    num_items_in_batch: torch.Tensor | int | None = None,
 ) -> torch.Tensor:
     """InfoNCE: each target against the targets of every other position in the batch.
 
@@ -133,38 +180,46 @@ def in_batch_softmax_loss(
     same_item = targets[:, None] == targets[None, :]
     same_item.fill_diagonal_(False)
     logits = logits.masked_fill(same_item, float("-inf"))
-    return F.cross_entropy(logits, torch.arange(len(targets), device=targets.device))
+    return fixed_cross_entropy(logits, torch.arange(len(targets), device=targets.device), num_items_in_batch)
 
 
 def next_item_loss(
     hidden_states: torch.Tensor,
-    labels: torch.LongTensor,
+    shift_labels: torch.LongTensor,
     item_weight: torch.Tensor,
     config,
     input_ids: torch.LongTensor | None = None,
+    num_items_in_batch: torch.Tensor | int | None = None,
 ) -> torch.Tensor:
     """The loss named by `config.loss_type`.
 
     Args:
         hidden_states: `[batch, length, hidden]`, the final hidden states.
-        labels: `[batch, length]`; `labels[b, t]` is the item that follows position `t` (labels are aligned with the
-            inputs, not shifted inside), `-100` or a special id where there is none.
+        shift_labels: `[batch, length]`, the targets of each position ([`next_item_targets`]): `shift_labels[b, t]`
+            is the item that follows position `t`, `-100` or a special id where there is none.
         item_weight: `[vocab_size, hidden]`, the output item embeddings.
         config: the model's [`SASRecConfig`].
         input_ids: `[batch, length]`, needed by `"bce"` to keep negatives out of the user's row.
+        num_items_in_batch: the number of targets the loss is averaged over (`Trainer` passes those of the whole
+            optimizer step, all accumulated batches and processes); the batch's own targets when `None`.
+
+    Returns:
+        The scalar loss, 0 (with a gradient path) when the batch has no target.
     """
     num_special = config.num_special_tokens
     if config.loss_type == "bce":
         if input_ids is None:
             raise ValueError("loss_type='bce' needs input_ids to draw negatives outside the user's history.")
-        if not (labels >= num_special).any():
+        if not (shift_labels >= num_special).any():
             return hidden_states.sum() * 0.0
-        return binary_cross_entropy_loss(hidden_states, labels, input_ids, item_weight, num_special)
-    hidden, targets, _ = select_targets(hidden_states, labels, num_special)
+        return binary_cross_entropy_loss(
+            hidden_states, shift_labels, input_ids, item_weight, num_special, num_items_in_batch
+        )
+    hidden, targets, _ = select_targets(hidden_states, shift_labels, num_special)
     if len(targets) == 0:
         return hidden_states.sum() * 0.0
     if config.loss_type == "ce":
-        return full_softmax_loss(hidden, targets, item_weight, num_special)
+        return full_softmax_loss(hidden, targets, item_weight, num_special, num_items_in_batch)
     if config.loss_type == "sampled_softmax":
         return sampled_softmax_loss(
             hidden,
@@ -175,5 +230,6 @@ def next_item_loss(
             config.negative_sampler,
             config.logq_correction,
             config.temperature,
+            num_items_in_batch,
         )
-    return in_batch_softmax_loss(hidden, targets, item_weight, config.temperature)
+    return in_batch_softmax_loss(hidden, targets, item_weight, config.temperature, num_items_in_batch)

@@ -19,7 +19,7 @@ from transformers.utils import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_sasrec import SASRecConfig
-from .losses import next_item_loss
+from .losses import next_item_loss, next_item_targets
 
 
 class SASRecRMSNorm(nn.Module):
@@ -33,6 +33,17 @@ class SASRecRMSNorm(nn.Module):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         normalized = nn.functional.rms_norm(hidden_states.float(), hidden_states.shape[-1:], eps=self.variance_epsilon)
         return self.weight * normalized.to(hidden_states.dtype)
+
+
+def real_item_mask(
+    input_ids: torch.LongTensor | None, attention_mask: torch.Tensor | None, pad_token_id: int
+) -> torch.BoolTensor:
+    """`[batch, length]`, `True` at real items: `attention_mask`, or `input_ids != pad_token_id` when it is omitted."""
+    if attention_mask is not None:
+        return attention_mask.bool()
+    if input_ids is None:
+        raise ValueError("attention_mask is required with inputs_embeds: padding cannot be read from it.")
+    return input_ids.ne(pad_token_id)
 
 
 def positions_from_mask(attention_mask: torch.BoolTensor) -> torch.LongTensor:
@@ -260,11 +271,7 @@ class SASRecModel(SASRecPreTrainedModel):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        if attention_mask is None:
-            if input_ids is None:
-                raise ValueError("attention_mask is required with inputs_embeds: padding cannot be read from it.")
-            attention_mask = input_ids.ne(self.config.pad_token_id)
-        attention_mask = attention_mask.bool()
+        attention_mask = real_item_mask(input_ids, attention_mask, self.config.pad_token_id)
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)
         hidden_states = self.embed(inputs_embeds, position_ids)
@@ -291,7 +298,8 @@ def last_real_states(hidden_states: torch.Tensor, attention_mask: torch.Tensor) 
 @dataclass
 class SASRecCausalLMOutput(ModelOutput):
     r"""
-    loss: scalar next-item loss (plus any auxiliary loss of the variant) when `labels` are given.
+    loss: scalar next-item loss when `labels` or `shift_labels` are given: the mean over the batch's targets, or
+        their sum divided by `num_items_in_batch` when given; plus any auxiliary loss of the variant.
     logits: `[batch, kept_positions, vocab_size]` item scores at the positions `logits_to_keep` selects.
     hidden_states: per-block hidden states when requested.
     attentions: per-block attention weights `[batch, heads, length, length]` when requested.
@@ -343,13 +351,24 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        shift_labels: torch.LongTensor | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> SASRecCausalLMOutput:
         r"""
         Args:
-            labels: `[batch, length]`; `labels[b, t]` is the item that follows position `t` (aligned with the inputs,
-                not shifted inside the model); `-100` or 0 where there is none. The loss is `config.loss_type`.
+            labels: `[batch, length]`, aligned with `input_ids` and shifted inside the model, as in every transformers
+                causal LM: position `t` is trained to predict `labels[b, t + 1]`, so `labels=input_ids` trains
+                next-item prediction. `-100` and special ids (padding included) are never targets, and padding
+                positions predict nothing. The loss is `config.loss_type`.
+            shift_labels: `[batch, length]`, the targets already shifted: `shift_labels[b, t]` is the item that
+                follows position `t` (for the last position, the item after the window, which `labels` cannot
+                hold). Used as given, instead of `labels`.
+            num_items_in_batch: an int or a 0-d tensor, the number of targets the loss is averaged over: the loss is
+                the sum over the batch's targets divided by it. `Trainer` passes the targets of the whole optimizer
+                step (all accumulated batches and processes), so that every target of a step weighs the same; without
+                it the loss is the mean over the batch's targets.
             logits_to_keep: compute logits only for the last `logits_to_keep` positions (an int; 0 keeps all), or
                 for the positions a 1-D tensor of indices names. With left padding, 1 gives the scores of the next
                 item for every user. The loss does not need logits and is computed from the hidden states.
@@ -365,9 +384,13 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
+        attention_mask = real_item_mask(input_ids, attention_mask, self.config.pad_token_id)
         loss = None
-        if labels is not None:
-            loss = next_item_loss(hidden_states, labels, self.lm_head.weight, self.config, input_ids)
+        if labels is not None or shift_labels is not None:
+            targets = next_item_targets(labels, shift_labels, attention_mask)
+            loss = next_item_loss(
+                hidden_states, targets, self.lm_head.weight, self.config, input_ids, num_items_in_batch
+            )
         logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
         return self.causal_lm_output(outputs, loss, logits, input_ids=input_ids, attention_mask=attention_mask)
 

@@ -20,6 +20,7 @@ from .modeling_sasrec import (
     SASRecMLP,
     SASRecModel,
     SASRecPreTrainedModel,
+    real_item_mask,
 )
 
 
@@ -140,14 +141,25 @@ class SASRecMoEForCausalLM(SASRecMoEPreTrainedModel, SASRecForCausalLM):
 
     @can_return_tuple
     def forward(
-        self, *args, labels: torch.LongTensor | None = None, output_router_logits: bool | None = None, **kwargs
+        self,
+        *args,
+        labels: torch.LongTensor | None = None,
+        shift_labels: torch.LongTensor | None = None,
+        output_router_logits: bool | None = None,
+        **kwargs,
     ):
-        r"""As [`SASRecForCausalLM.forward`]. With `labels`, the load-balancing loss times `router_aux_loss_coef` is
-        added to the loss, and returned alone as `aux_loss`; the router logits are returned when asked for."""
+        r"""As [`SASRecForCausalLM.forward`]. With `labels` or `shift_labels`, the load-balancing loss times
+        `router_aux_loss_coef` is added to the loss (as Mixtral does: not divided by `num_items_in_batch`), and
+        returned alone as `aux_loss`; the router logits are returned when asked for."""
         if output_router_logits is None:
             output_router_logits = self.config.output_router_logits
+        with_loss = labels is not None or shift_labels is not None
         return super().forward(
-            *args, labels=labels, output_router_logits=output_router_logits or labels is not None, **kwargs
+            *args,
+            labels=labels,
+            shift_labels=shift_labels,
+            output_router_logits=output_router_logits or with_loss,
+            **kwargs,
         )
 
     def causal_lm_output(
@@ -160,8 +172,7 @@ class SASRecMoEForCausalLM(SASRecMoEPreTrainedModel, SASRecForCausalLM):
     ) -> SASRecMoECausalLMOutput:
         aux_loss = None
         if outputs.router_logits:
-            if attention_mask is None and input_ids is not None:
-                attention_mask = input_ids.ne(self.config.pad_token_id)
+            attention_mask = real_item_mask(input_ids, attention_mask, self.config.pad_token_id)
             aux_loss = load_balancing_loss(outputs.router_logits, self.config.num_experts_per_tok, attention_mask)
             if loss is not None:
                 loss = loss + self.config.router_aux_loss_coef * aux_loss

@@ -25,7 +25,7 @@ import faiss
 import numpy as np
 import torch
 
-from .atomic_files import atomic_path, atomic_write_json
+from data_preprocess.atomic_files import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from transformers import (
     set_seed,
 )
 
-from .atomic_files import atomic_write_json
+from data_preprocess.atomic_files import atomic_write_json
+
 from .checkpoint_loading import ITEM_VOCAB_FINGERPRINT
 from .checkpoints import CheckpointManifestCallback, OutputDirError, prepare_resume, remove_checkpoints, set_aside
 from .data_collator import NextItemCollator, model_uses_timestamps
@@ -35,6 +36,7 @@ from .evaluation import evaluate_next_item, metrics_table
 from .item_embedding_init import load_item_embeddings
 from .item_tokenizer import save_item_tokenizer, vocabulary_fingerprint
 from .processed_data import SPLITS, drop_short_rows, load_processed_data
+from .run_info import RunInfo
 from .sequence_windows import sliding_windows
 from .sft_trainer import LoggingEarlyStoppingCallback, NextItemTrainer, best_evaluation, describe_best
 from .training_args import (
@@ -135,19 +137,24 @@ def write_run_folder(
     data_args: DataArguments,
     metrics: dict[str, Any],
     argv: list[str],
+    stats: dict[str, Any] | None = None,
 ) -> None:
-    """The tokenizer, `run_info.json` and, last, `metrics.json` beside the saved model (each written atomically)."""
+    """The tokenizer, `run_info.json` and, last, `metrics.json` beside the saved model (each written atomically);
+    `stats` is the data folder's `stats.json`, whose data set name and split `run_info.json` records."""
     path = Path(output_dir)
+    stats = stats or {}
     save_item_tokenizer(tokenizer, path)
-    run_info = {
-        "data_dir": str(Path(data_args.data_dir).resolve()),
-        "model_type": model_args.model_type,
-        "max_length": data_args.max_length,
-        "eval_protocol": data_args.eval_protocol,
-        "exclude_history": data_args.exclude_history,
-        "command": argv,
-    }
-    atomic_write_json(path / "run_info.json", run_info)
+    RunInfo(
+        model_type=model_args.model_type,
+        max_length=data_args.max_length,
+        dataset=stats.get("dataset"),
+        split=stats.get("args", {}).get("split"),
+        data_dir=str(Path(data_args.data_dir).resolve()),
+        eval_protocol=data_args.eval_protocol,
+        exclude_history=data_args.exclude_history,
+        num_sampled_negatives=data_args.num_sampled_negatives,
+        command=argv,
+    ).save(path)
     atomic_write_json(path / "metrics.json", metrics)
 
 
@@ -217,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             metrics.update({f"{split_name}_{name}": value for name, value in scores.items()})
     if trainer.is_world_process_zero():
         trainer.save_state()
-        write_run_folder(training_args.output_dir, tokenizer, model_args, data_args, metrics, argv)
+        write_run_folder(training_args.output_dir, tokenizer, model_args, data_args, metrics, argv, stats)
         print(metrics_table(metrics, prefix="test_"))
     return metrics
 

@@ -7,7 +7,6 @@ from typing import Any
 from transformers import EarlyStoppingCallback, Trainer, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import speed_metrics
 
-from .data_collator import IGNORE_INDEX
 from .evaluation import evaluate_next_item
 from .length_bucket_sampler import LengthBucketSampler
 
@@ -70,8 +69,10 @@ class NextItemTrainer(Trainer):
     """A `Trainer` whose training batches skip the logits and whose evaluation ranks items.
 
     Training passes `logits_to_keep=1` to the model: the next-item loss is computed from the hidden states, so the
-    `[batch, length, vocab]` logits are never built. The loss is a per-batch mean (the model takes no
-    `num_items_in_batch`).
+    `[batch, length, vocab]` logits are never built. The loss is normalised as transformers' causal LMs normalise it:
+    `Trainer` counts the targets of each optimizer step (`num_items_in_batch`, from the collator's `shift_labels`,
+    over every accumulated batch and process) and the model divides the sum of its batch's losses by that count, so
+    that every target of a step weighs the same, whatever the gradient accumulation or the number of processes.
 
     `evaluate` runs [`evaluate_next_item`] on the evaluation split and logs `eval_{protocol}/hr@10`,
     `eval_{protocol}/ndcg@10`, ..., so that `metric_for_best_model="full/ndcg@10"`, `EarlyStoppingCallback` and
@@ -80,9 +81,10 @@ class NextItemTrainer(Trainer):
 
     `train_sampling_strategy="group_by_length"` batches rows of similar history length with [`LengthBucketSampler`]
     (the length of a row is its input window, `len(item_ids) - 1` cut to `max_length`, which is also its number of
-    targets); other strategies are `Trainer`'s. Bucketed batches hold from one to `max_length` targets a row, so the
-    batch-mean loss is scaled by `targets in the batch / mean targets a batch`: every target then weighs the same,
-    as in random batches, instead of the targets of short-history batches weighing up to `max_length` times more.
+    targets); other strategies are `Trainer`'s. The sampler sorts the rows of a whole optimizer step (batch size times
+    accumulation steps) together, so accumulating changes neither the rows of a step nor their weights. Bucketed
+    steps hold from one to `max_length` targets a row, and every step has the same weight: the targets of a step of
+    short histories weigh more than those of a step of long ones.
 
     Args:
         eval_protocol: `"full"` or `"sampled"`.
@@ -101,9 +103,7 @@ class NextItemTrainer(Trainer):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        self.model_accepts_loss_kwargs = False
         self.max_length = max_length
-        self.targets_per_batch: float | None = None
         self.evaluation_kwargs = {
             "protocol": eval_protocol,
             "exclude_history": exclude_history,
@@ -117,16 +117,13 @@ class NextItemTrainer(Trainer):
             return super()._get_train_sampler(train_dataset)
         cap = self.max_length or float("inf")
         lengths = [min(len(items) - 1, cap) for items in dataset["item_ids"]]
-        self.targets_per_batch = sum(lengths) / len(lengths) * self.args.train_batch_size
         batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
         return LengthBucketSampler(lengths, batch_size, seed=self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        result = super().compute_loss(model, {**inputs, "logits_to_keep": 1}, return_outputs, num_items_in_batch)
-        if self.targets_per_batch is None:
-            return result
-        weight = inputs["labels"].ne(IGNORE_INDEX).sum() / self.targets_per_batch
-        return (result[0] * weight, result[1]) if return_outputs else result * weight
+        # Trainer's forward would build `[batch, length, vocab]` logits that nothing reads: the loss comes from the
+        # hidden states, so only the last position's logits are asked for.
+        return super().compute_loss(model, {**inputs, "logits_to_keep": 1}, return_outputs, num_items_in_batch)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Ranking metrics of the current model on `eval_dataset` (default: the trainer's), logged and returned."""

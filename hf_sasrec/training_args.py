@@ -20,8 +20,8 @@ from huggingface_hub.errors import StrictDataclassFieldValidationError
 from transformers import HfArgumentParser, IntervalStrategy, TrainingArguments
 from transformers.trainer_utils import SaveStrategy
 
-from . import VARIANTS
 from .evaluation import PROTOCOLS
+from .registry import VARIANTS
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Left-padded batches with aligned labels, windows of long sequences."""
+"""Left-padded batches with labels and shifted labels, windows of long sequences."""
 
 import pytest
 import torch
@@ -14,11 +14,12 @@ ROWS = [
 ]
 
 
-def test_training_batch_is_left_padded_and_aligned():
+def test_training_batch_is_left_padded_with_labels_and_shifted_labels():
     batch = NextItemCollator(max_length=4, with_timestamps=True)(ROWS)
-    # Row a keeps its last 5 items: inputs 6..9, labels 7..10; row b: input 11, label 12.
+    # Row a keeps its last 5 items: inputs 6..9, targets 7..10; row b: input 11, target 12.
     assert batch["input_ids"].tolist() == [[6, 7, 8, 9], [0, 0, 0, 11]]
-    assert batch["labels"].tolist() == [[7, 8, 9, 10], [IGNORE_INDEX] * 3 + [12]]
+    assert batch["labels"].tolist() == [[6, 7, 8, 9], [IGNORE_INDEX] * 3 + [11]]
+    assert batch["shift_labels"].tolist() == [[7, 8, 9, 10], [IGNORE_INDEX] * 3 + [12]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [0, 0, 0, 1]]
     assert batch["timestamps"].tolist() == [[2, 3, 4, 5], [7, 7, 7, 7]]
 
@@ -27,7 +28,7 @@ def test_evaluation_batch_holds_history_and_target():
     batch = NextItemCollator(max_length=3, for_training=False)(ROWS)
     assert batch["input_ids"].tolist() == [[7, 8, 9], [0, 0, 11]]
     assert batch["target_ids"].tolist() == [10, 12]
-    assert "labels" not in batch and "timestamps" not in batch
+    assert {"labels", "shift_labels", "timestamps"}.isdisjoint(batch)
 
 
 def test_training_batch_gives_the_model_loss_of_unpadded_rows():

@@ -5,20 +5,44 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
-import yaml
+from huggingface_hub import ModelCard
 from model_helpers import HIDE_HF_SASREC, VOCAB_SIZE, assert_same_recommendations, tiny_model
 
 from hf_sasrec.item_tokenizer import NUM_SPECIAL_TOKENS, build_item_tokenizer, vocabulary_fingerprint
-from hf_sasrec.model_card import save_for_hub
+from hf_sasrec.model_card import EXAMPLE_HISTORIES, EXAMPLE_TIMES, save_for_hub
 from hf_sasrec.recommender import Recommender
 from hf_sasrec.retrieval import ItemIndex, RetrievalConfig
+from hf_sasrec.run_info import RunInfo
 
 KEYS = [f"Film {index} (199{index % 10})" for index in range(VOCAB_SIZE - NUM_SPECIAL_TOKENS)]
 HISTORIES = [[KEYS[3], KEYS[10], KEYS[0]], [KEYS[20]], [KEYS[5], KEYS[6], KEYS[7], KEYS[30], KEYS[2]]]
 TIMES = [[100, 160, 400], [9], [1, 2, 3, 50, 51]]
 METRICS = {"test": {"full/hr@10": 0.1234, "full/ndcg@10": 0.0567}, "epoch": 3, "train_total_flos": 4.8e11}
+# A run's metrics.json as `hf_sasrec.sft` writes it: test metrics among many other numbers.
+SFT_METRICS = {
+    "train_total_flos": 4.8e11,
+    "global_step": 120,
+    "epochs": 22.0,
+    "valid_full/hr@10": 0.9999,
+    "test_full/hr@10": 0.1234,
+    "test_full/ndcg@10": 0.0567,
+    "test_full/mrr": 0.04,
+    "test_full/num_users": 943.0,
+    "test_sampled/hr@10": 0.5,
+    "test_sampled/num_users": 943.0,
+}
+RUN_INFO = RunInfo(
+    dataset="ml-100k",
+    split="leave-one-out",
+    data_dir="/local/data",
+    eval_protocol="full",
+    exclude_history=True,
+    num_sampled_negatives=100,
+    command=["seed=0"],
+)
 
 DOWNSTREAM = HIDE_HF_SASREC + textwrap.dedent(
     """
@@ -95,28 +119,86 @@ def test_saved_folder_reloads_as_the_same_recommender(tmp_path):
     assert_same_recommendations(reloaded(HISTORIES, top_k=7), recommender(HISTORIES, top_k=7))
 
 
-def test_model_card_has_metadata_metrics_and_usage(tmp_path):
-    recommender = Recommender(tiny_model("sasrec_moe", seed=1), build_item_tokenizer(KEYS))
-    recommender.save_pretrained(tmp_path, metrics=METRICS, dataset="ml-100k")
-    card = (tmp_path / "README.md").read_text()
-    _, header, body = card.split("---\n", 2)
-    metadata = yaml.safe_load(header)
-    assert metadata["library_name"] == "transformers"
-    assert metadata["datasets"] == ["ml-100k"]
-    assert {"recommendation", "sasrec_moe"} <= set(metadata["tags"])
-    assert "| `test/full/hr@10` | 0.1234 |" in body and "| `epoch` | 3.0000 |" in body
-    assert "| `train_total_flos` | 480,000,000,000 |" in body
-    assert "trust_remote_code=True" in body and "Recommender.from_pretrained" in body
-    assert "tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)" in body and "AutoTokenizer" not in body
-    assert "item_index.faiss" in body
+def card_of(tmp_path: Path, variant: str = "sasrec_moe", **save_fields) -> ModelCard:
+    """Save a tiny model's Hub folder (run info of a leave-one-out run) and parse its card as the Hub does."""
+    recommender = Recommender(tiny_model(variant, seed=1), build_item_tokenizer(KEYS), run_info=RUN_INFO, max_length=4)
+    recommender.save_pretrained(tmp_path, **save_fields)
+    return ModelCard.load(tmp_path / "README.md")
+
+
+def test_model_card_holds_the_test_metrics_as_model_index(tmp_path):
+    card = card_of(tmp_path, metrics=SFT_METRICS)
+    assert card.data.library_name == "transformers" and card.data.datasets == ["ml-100k"]
+    assert {"recommendation", "sasrec_moe"} <= set(card.data.tags)
+    results = {(result.metric_config, result.metric_type): result for result in card.data.eval_results}
+    assert set(results) == {("full", "hr@10"), ("full", "ndcg@10"), ("full", "mrr"), ("sampled", "hr@10")}
+    full_hr = results["full", "hr@10"]
+    assert full_hr.metric_value == pytest.approx(0.1234) and full_hr.dataset_split == "test"
+    assert (full_hr.task_type, full_hr.dataset_type) == ("sequential-recommendation", "ml-100k")
+    assert full_hr.metric_args == {"candidates": "all items", "exclude_history": True}
+    assert results["sampled", "hr@10"].metric_args == {"candidates": "sampled negatives", "num_negatives": 100}
+
+
+def test_model_card_shows_a_curated_table_the_split_and_the_plain_transformers_recipe(tmp_path):
+    body = card_of(tmp_path, metrics=SFT_METRICS).text
+    assert "| protocol | users | hr@10 | ndcg@10 | mrr |" in body
+    assert "| full | 943 | 0.1234 | 0.0567 | 0.0400 |" in body and "| sampled | 943 | 0.5000 |  |  |" in body
+    for left_out in ("train_total_flos", "global_step", "epochs", "0.9999", "valid_full"):
+        assert left_out not in body
+    assert "Leave-one-out (SASRec's protocol)" in body and "history items are removed from the ranking" in body
+    assert "ranked against 100 items drawn uniformly" in body and "history read | the last 4 items" in body
+    assert "tokenizer = PreTrainedTokenizerFast.from_pretrained(local)" in body and "AutoTokenizer" not in body
+    assert "Recommender.from_pretrained" in body and "item_index.faiss" in body
+    exported = json.loads((tmp_path / "run_info.json").read_text())
+    assert exported["split"] == "leave-one-out" and exported["max_length"] == 4 and "data_dir" not in exported
+
+
+def test_model_card_of_a_dpo_run_reports_the_aligned_model(tmp_path):
+    dpo_metrics = {"test": {"full/hr@10": {"sft": 0.1, "dpo": 0.125, "change": 0.025}}, "num_pairs": 900}
+    [result] = card_of(tmp_path, metrics=dpo_metrics).data.eval_results
+    assert (result.metric_type, result.metric_value) == ("hr@10", pytest.approx(0.125))
 
 
 def test_model_card_without_metrics_or_index_says_so(tmp_path):
     save_for_hub(tiny_model("mhc", seed=1), build_item_tokenizer(KEYS), tmp_path)
-    card = (tmp_path / "README.md").read_text()
-    assert "No evaluation metrics were recorded" in card
-    assert "datasets" not in card.split("---\n")[1]
-    assert not (tmp_path / "item_index.faiss").exists() and "item_index.faiss" not in card
+    card = ModelCard.load(tmp_path / "README.md")
+    assert "No test metrics were recorded" in card.text and "split was not recorded" in card.text
+    assert card.data.datasets is None and card.data.eval_results is None
+    assert not (tmp_path / "item_index.faiss").exists() and "item_index.faiss" not in card.text
+
+
+SNIPPET_RUNNER = HIDE_HF_SASREC + textwrap.dedent(
+    """
+    code = sys.stdin.read()
+    exec(code)
+    print(json.dumps(recommended))
+    """
+)
+
+
+@pytest.mark.parametrize("variant", ["sasrec", "tisasrec"])
+def test_the_card_recipe_with_transformers_alone_recommends_what_the_recommender_does(variant, tmp_path):
+    """The card's transformers-only snippet, run as written (where `hf_sasrec` cannot be imported) on real
+    histories, gives the `Recommender`'s top 10."""
+    card = card_of(tmp_path / "hub", variant, dataset="ml-100k")
+    snippet = card.text.split("```python\n")[2].split("```")[0]
+    snippet = snippet.replace(json.dumps(EXAMPLE_HISTORIES), json.dumps(HISTORIES)).replace(
+        json.dumps(EXAMPLE_TIMES), json.dumps(TIMES)
+    )
+    snippet = snippet.replace('"path/to/this/folder"', repr(str(tmp_path / "hub")))
+    result = subprocess.run(
+        [sys.executable, "-c", SNIPPET_RUNNER],
+        input=snippet,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    recommender = Recommender.from_pretrained(tmp_path / "hub")
+    expected = recommender(HISTORIES, top_k=10, timestamps=TIMES if variant == "tisasrec" else None)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [row["items"] for row in expected]
 
 
 def test_save_for_hub_refuses_a_tokenizer_of_another_item_order(tmp_path):

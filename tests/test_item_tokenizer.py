@@ -1,4 +1,5 @@
-"""The item tokenizer: escaping, ids, TRL-style string joins, saving and loading without hf_sasrec."""
+"""The item tokenizer (defined by the data step, `data_preprocess.item_tokenizer`, and served to the model side as
+`hf_sasrec.item_tokenizer`): escaping, ids, TRL-style string joins, saving and loading without hf_sasrec."""
 
 import json
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 from model_helpers import HIDE_HF_SASREC, VOCAB_SIZE, tiny_model
 from transformers import AutoTokenizer
 
-from hf_sasrec.item_tokenizer import (
+from data_preprocess.item_tokenizer import (
     EOS_ID,
     NUM_SPECIAL_TOKENS,
     UNK_ID,
@@ -153,3 +154,12 @@ def test_checkpoint_tokenizer_loads_as_a_plain_fast_tokenizer_without_custom_cod
     assert "custom code" not in result.stdout + result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [[True, [5, 6, 7, 8]]] * 2
     assert not list((tmp_path / "modules").glob("transformers_modules/*"))
+
+
+def test_the_model_package_serves_the_data_step_tokenizer():
+    """`hf_sasrec.item_tokenizer`, the documented place, holds the very functions of the data step."""
+    import data_preprocess.item_tokenizer as data_side
+    import hf_sasrec.item_tokenizer as model_side
+
+    assert set(model_side.__all__) <= set(vars(data_side))
+    assert all(getattr(model_side, name) is getattr(data_side, name) for name in model_side.__all__)

@@ -95,22 +95,3 @@ def test_trainer_batches_by_history_length(tmp_path):
     padding = sum(int(batch["attention_mask"].eq(0).sum()) for batch in batches)
     tokens = sum(int(batch["attention_mask"].sum()) for batch in batches)
     assert padding < 0.1 * tokens
-
-
-def test_bucketed_batches_weigh_every_target_alike(tmp_path):
-    """The trainer scales each bucketed batch's mean loss by its share of targets, so the loss it optimises over an
-    epoch is the mean over targets, as with random batches."""
-    trainer = bucketed_trainer(tmp_path)
-    model, rows = trainer.model, len(trainer.train_dataset)
-    batches = list(trainer.get_train_dataloader())
-    targets = [int(batch["labels"].ne(-100).sum()) for batch in batches]
-    assert trainer.targets_per_batch == pytest.approx(sum(targets) / rows * 8)
-    with torch.no_grad():
-        weighted = [float(trainer.compute_loss(model, batch)) for batch in batches]
-        means = [float(model(**batch).loss) for batch in batches]
-    assert min(targets) < max(targets)
-    for loss, mean, count in zip(weighted, means, targets, strict=True):
-        assert loss == pytest.approx(mean * count / trainer.targets_per_batch, rel=1e-5)
-    # Summed over the epoch: the per-target mean loss times the number of batches of a full size.
-    per_target = sum(mean * count for mean, count in zip(means, targets, strict=True)) / sum(targets)
-    assert sum(weighted) == pytest.approx(per_target * rows / 8, rel=1e-5)

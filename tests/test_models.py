@@ -80,23 +80,24 @@ def test_tisasrec_refuses_sdpa_and_flash_is_a_clear_error():
 
 
 def overfit_batch(variant: str):
+    """Random inputs, two rows left-padded, and random targets (`shift_labels`, -100 on padding)."""
     input_ids = random_items(8, 6, seed=1)
-    labels = random_items(8, 6, seed=2)
+    shift_labels = random_items(8, 6, seed=2)
     input_ids[:2, :2] = 0
-    labels[:2, :2] = -100
-    return input_ids, labels, extra_inputs(variant, input_ids)
+    shift_labels[:2, :2] = -100
+    return input_ids, shift_labels, extra_inputs(variant, input_ids)
 
 
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
 @pytest.mark.parametrize("variant", VARIANT_NAMES)
 def test_loss_is_finite_and_goes_down_when_overfitting(variant, loss_type):
     model = tiny_model(variant, loss_type=loss_type, hidden_size=32).train()
-    input_ids, labels, inputs = overfit_batch(variant)
+    input_ids, shift_labels, inputs = overfit_batch(variant)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     torch.manual_seed(0)
     losses = []
     for _ in range(40):
-        loss = model(input_ids=input_ids, labels=labels, logits_to_keep=1, **inputs).loss
+        loss = model(input_ids=input_ids, shift_labels=shift_labels, logits_to_keep=1, **inputs).loss
         assert torch.isfinite(loss)
         optimizer.zero_grad()
         loss.backward()
@@ -108,20 +109,21 @@ def test_loss_is_finite_and_goes_down_when_overfitting(variant, loss_type):
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
 def test_losses_ignore_padding_and_ignored_labels(loss_type):
     model = tiny_model("sasrec", loss_type=loss_type)
-    input_ids, labels, _ = overfit_batch("sasrec")
-    as_padding = labels.masked_fill(labels == -100, 0)
-    as_special = labels.masked_fill(labels == -100, 3)
+    input_ids, shift_labels, _ = overfit_batch("sasrec")
+    as_padding = shift_labels.masked_fill(shift_labels == -100, 0)
+    as_special = shift_labels.masked_fill(shift_labels == -100, 3)
+    on_padding = shift_labels.masked_fill(shift_labels == -100, 7)  # targets of padding positions are never trained
     losses = []
-    for variant_labels in (labels, as_padding, as_special):
+    for targets in (shift_labels, as_padding, as_special, on_padding):
         torch.manual_seed(5)
-        losses.append(model(input_ids=input_ids, labels=variant_labels).loss)
-    torch.testing.assert_close(losses[0], losses[1])
-    torch.testing.assert_close(losses[0], losses[2])
+        losses.append(model(input_ids=input_ids, shift_labels=targets).loss)
+    for other in losses[1:]:
+        torch.testing.assert_close(losses[0], other)
     if loss_type != "bce":  # bce draws one negative per position, so its draws depend on the padded length
         torch.manual_seed(5)
         extended = model(
             input_ids=torch.nn.functional.pad(input_ids, (0, 3)),
-            labels=torch.nn.functional.pad(labels, (0, 3), value=-100),
+            shift_labels=torch.nn.functional.pad(shift_labels, (0, 3), value=-100),
         ).loss
         torch.testing.assert_close(losses[0], extended, atol=1e-5, rtol=1e-5)
 
@@ -129,11 +131,11 @@ def test_losses_ignore_padding_and_ignored_labels(loss_type):
 def test_bce_negatives_avoid_the_users_items():
     """Items of the row score 0, every other item 16: a negative drawn inside the row would lower the loss."""
     input_ids = torch.tensor([[5, 6, 7, 8, 9]])
-    labels = torch.tensor([[6, 7, 8, 9, 5]])
+    shift_labels = torch.tensor([[6, 7, 8, 9, 5]])
     item_weight = torch.zeros(25, 16)
     item_weight[10:] = 1.0
     torch.manual_seed(0)
-    loss = hf_sasrec.losses.binary_cross_entropy_loss(torch.ones(1, 5, 16), labels, input_ids, item_weight, 5)
+    loss = hf_sasrec.losses.binary_cross_entropy_loss(torch.ones(1, 5, 16), shift_labels, input_ids, item_weight, 5)
     expected = torch.log(torch.tensor(2.0)) + torch.nn.functional.softplus(torch.tensor(16.0))
     torch.testing.assert_close(loss, expected)
 
@@ -183,13 +185,13 @@ def test_save_and_load_round_trip_gives_identical_outputs(variant, tmp_path):
 
 @pytest.mark.parametrize("variant", ["sasrec", "mhc"])
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(variant):
-    input_ids, labels, inputs = overfit_batch(variant)
+    input_ids, shift_labels, inputs = overfit_batch(variant)
     grads = []
     for checkpointing in (False, True):
         model = tiny_model(variant, seed=4).train()
         if checkpointing:
             model.activation_checkpointing_enable()
-        loss = model(input_ids=input_ids, labels=labels, **inputs).loss
+        loss = model(input_ids=input_ids, shift_labels=shift_labels, **inputs).loss
         loss.backward()
         grads.append((loss.detach(), model.model.embed_tokens.weight.grad.clone()))
     torch.testing.assert_close(grads[0][0], grads[1][0])

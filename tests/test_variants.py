@@ -55,11 +55,11 @@ def largest_mixing_gradient_during_training(identical_streams: bool) -> float:
         model.model.stream_expansion.offsets.data.zero_()
         model.model.stream_expansion.offsets.requires_grad_(False)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    input_ids, labels = random_items(4, 6), random_items(4, 6, seed=1)
+    input_ids, shift_labels = random_items(4, 6), random_items(4, 6, seed=1)
     largest = 0.0
     for _ in range(6):
         optimizer.zero_grad()
-        model(input_ids=input_ids, labels=labels).loss.backward()
+        model(input_ids=input_ids, shift_labels=shift_labels).loss.backward()
         for block in model.model.layers:
             for connection in (block.attention_connection, block.mlp_connection):
                 largest = max(largest, connection.static_res.grad.abs().max().item())
@@ -110,12 +110,12 @@ def test_moe_output_is_the_weighted_sum_of_the_chosen_experts():
 
 
 def test_moe_auxiliary_loss_is_positive_and_reaches_the_total_loss():
-    input_ids, labels = random_items(4, 6), random_items(4, 6, seed=1)
+    input_ids = random_items(4, 6)
     input_ids[0, :2] = 0
     totals = {}
     for coefficient in (0.0, 0.5):
         model = tiny_model("sasrec_moe", router_aux_loss_coef=coefficient)
-        output = model(input_ids=input_ids, labels=labels)
+        output = model(input_ids=input_ids, labels=input_ids)
         totals[coefficient] = output
     aux_loss = totals[0.5].aux_loss
     assert aux_loss > 0
