@@ -2,12 +2,16 @@
 
 For every data set: `python -m data_preprocess` on the raw files, an SFT run (`train_configs/sft/default.yaml`, with
 `--sft-epochs`), then one DPO run per source (`low-rated`, `popular`, `hard`; `train_configs/dpo/default.yaml`,
-pairwise `sigmoid` loss) and one S-DPO run (`train_configs/dpo/sdpo.yaml`, hard negatives, 3 rejected per prompt).
+pairwise `sigmoid` loss), one softmax-DPO run (S-DPO, `train_configs/dpo/softmax_dpo.yaml`, hard negatives, 3 rejected
+per prompt) and one DPO + SFT run (`train_configs/dpo/rpo.yaml`).
 Each DPO run ranks the test split (full ranking, history excluded) before and after alignment with the same
 `evaluate_next_item`; the table records NDCG@10, HR@10 and MRR of both and the change. A source the data set cannot
 provide (Games has no ratings, so no low-rated items) is recorded with the builder's error instead of a number.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_dpo.py --data-root ../shared/data [--datasets ml-100k games]
+        [--sft-args key=value ...] [--dpo-args key=value ...]
+
+`--sft-args` and `--dpo-args` are given as `key=value` and passed to the training commands as `--key=value`.
 
 Results go to `benchmarks/results/dpo.json` and `benchmarks/results/dpo.md`; the work folders to `--work-dir`.
 """
@@ -43,10 +47,15 @@ RUNS = {
     "low-rated": ("train_configs/dpo/default.yaml", "low-rated", 1),
     "popular": ("train_configs/dpo/default.yaml", "popular", 1),
     "hard": ("train_configs/dpo/default.yaml", "hard", 1),
-    "hard, S-DPO k=3": ("train_configs/dpo/sdpo.yaml", "hard", 3),
+    "hard, S-DPO k=3": ("train_configs/dpo/softmax_dpo.yaml", "hard", 3),
     "hard, DPO+SFT": ("train_configs/dpo/rpo.yaml", "hard", 1),
 }
 REPORTED = ("full/ndcg@10", "full/hr@10", "full/mrr")
+
+
+def options(overrides: list[str]) -> list[str]:
+    """`key=value` overrides as the training commands' `--key=value` options."""
+    return [f"--{override}" for override in overrides]
 
 
 def run(command: list[str], log_file: Path) -> float:
@@ -70,8 +79,9 @@ def prepare(dataset: str, data_root: Path, work: Path, sft_args: list[str]) -> t
         command = [sys.executable, "-m", "data_preprocess", *arguments, "--output", str(data_dir)]
         seconds["preprocess"] = run(command, work / "log.txt")
     if not (sft_dir / "run_info.json").exists():
-        command = [sys.executable, "-m", "hf_sasrec.sft", "train_configs/sft/default.yaml"]
-        command += [f"data_dir={data_dir}", f"output_dir={sft_dir}", "report_to=none", *SFT_ARGS[dataset], *sft_args]
+        command = [sys.executable, "-m", "hf_sasrec.sft", "--config", "train_configs/sft/default.yaml"]
+        command += options([f"data_dir={data_dir}", f"output_dir={sft_dir}", "report_to=none"])
+        command += options([*SFT_ARGS[dataset], *sft_args])
         seconds["sft"] = run(command, work / "log.txt")
     return data_dir, sft_dir, seconds
 
@@ -82,9 +92,10 @@ def align(name: str, sft_dir: Path, data_dir: Path, work: Path, dpo_args: list[s
     config, source, num_rejected = RUNS[name]
     output_dir = work / f"dpo-{Path(config).stem}-{source}-k{num_rejected}"
     pairs = work / (f"pairs-{source}-k{num_rejected}" + "-all" * ("all_positions=true" in dpo_args))
-    command = [sys.executable, "-m", "hf_sasrec.dpo", config, f"sft_dir={sft_dir}", f"data_dir={data_dir}"]
-    command += [f"output_dir={output_dir}", f"preference_dir={pairs}", f"source={source}"]
-    command += [f"num_rejected={num_rejected}", "report_to=none", "overwrite_output_dir=true", *dpo_args]
+    command = [sys.executable, "-m", "hf_sasrec.dpo", "--config", config]
+    command += options([f"sft_dir={sft_dir}", f"data_dir={data_dir}", f"output_dir={output_dir}"])
+    command += options([f"preference_dir={pairs}", f"source={source}", f"num_rejected={num_rejected}"])
+    command += options(["report_to=none", "overwrite_output_dir=true", *dpo_args])
     seconds = None
     if not (reuse and (output_dir / "metrics.json").exists()):
         try:

@@ -3,9 +3,10 @@
     OMP_NUM_THREADS=1 nohup python benchmarks/bench_train.py --dataset games \
         --runs sasrec:bce sasrec:ce sasrec_rope:ce > /tmp/train_games.log 2>&1 &
 
-Each run is `python -m hf_sasrec.sft CONFIG.yaml model_type=... loss_type=... num_train_epochs=...` in a subprocess;
-its metrics (test split, the dataset's protocol), epochs and wall time are appended to
-`benchmarks/results/train_{dataset}.jsonl` as soon as it ends, so finished runs survive an interrupted benchmark.
+Each run is `python -m hf_sasrec.sft --config CONFIG.yaml --model_type=... --loss_type=... --num_train_epochs=...` in
+a subprocess (`--extra key=value ...` adds `--key=value` to every run); its metrics (test split, the dataset's
+protocol), epochs and wall time are appended to `benchmarks/results/train_{dataset}.jsonl` as soon as it ends, so
+finished runs survive an interrupted benchmark.
 """
 
 import argparse
@@ -22,8 +23,6 @@ CONFIGS = {
     "ml-100k": "train_configs/sft/default.yaml",
 }
 PROTOCOLS = {"games": "sampled", "beauty": "full", "ml-100k": "full"}
-# The default config names a model_config folder; each variant then reads its own (model_configs/<variant>).
-READS_MODEL_CONFIG = {"ml-100k"}
 
 
 def run_one(dataset: str, model_type: str, loss_type: str, extra: list[str], tag: str = "") -> dict:
@@ -33,16 +32,16 @@ def run_one(dataset: str, model_type: str, loss_type: str, extra: list[str], tag
         sys.executable,
         "-m",
         "hf_sasrec.sft",
+        "--config",
         CONFIGS[dataset],
-        f"model_type={model_type}",
-        *([f"model_config=model_configs/{model_type}"] if dataset in READS_MODEL_CONFIG else []),
-        f"loss_type={loss_type}",
-        f"output_dir={output_dir}",
-        "disable_tqdm=true",
-        *extra,
+        f"--model_type={model_type}",
+        f"--loss_type={loss_type}",
+        f"--output_dir={output_dir}",
+        "--disable_tqdm=true",
+        *[f"--{override}" for override in extra],
     ]
-    if not any(argument.startswith("resume_from_checkpoint=") for argument in extra):
-        command.append("overwrite_output_dir=true")  # a benchmark run replaces the previous one
+    if not any(override.startswith("resume_from_checkpoint=") for override in extra):
+        command.append("--overwrite_output_dir")  # a benchmark run replaces the previous one
     start = time.time()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.time() - start
@@ -74,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(CONFIGS), required=True)
     parser.add_argument("--runs", nargs="+", required=True, help="model_type:loss_type pairs, run in order")
-    parser.add_argument("--extra", nargs="*", default=[], help="key=value overrides for every run")
+    parser.add_argument("--extra", nargs="*", default=[], help="key=value overrides for every run (as --key=value)")
     parser.add_argument("--tag", default="", help="suffix of the runs' output folders, to keep earlier runs")
     args = parser.parse_args()
     data_dir = ROOT / "data" / args.dataset

@@ -2,7 +2,8 @@
 
 `prepare(...)` (or `python -m data_preprocess`) reads MovieLens, SASRec-style text, one-user-a-line, CSV/JSONL/Parquet
 and history-list CSV logs; `data_preprocess.preference` builds DPO pairs; `data_preprocess.text_embeddings` encodes
-item titles with a sentence-transformers model.
+item titles with a sentence-transformers model. Item and user side features and modality embedding tables are
+written under `features/` (`FeatureSources`; layout in `data_preprocess.feature_schema`).
 
 The data step never imports model code (`hf_sasrec`, torch, Faiss): the model package depends on it, not the other
 way round. The package face is lazy, as transformers' own: a name (`prepare`, `Columns`, ...) imports its module on

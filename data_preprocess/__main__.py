@@ -6,10 +6,14 @@ User errors (a missing, empty or malformed input, options that give an empty spl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from pathlib import Path
 
+from .embedding_tables import EmbeddingSource
 from .errors import PreprocessingError, cli_errors, setup_cli_output
+from .feature_schema import parse_feature_specs
+from .features import FeatureSources
 from .formats import FORMATS
 from .interactions import Columns
 from .pipeline import SPLITS, prepare
@@ -54,7 +58,68 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mapping.add_argument("--time-col", help="time column, unix seconds or ISO dates (default timestamp, if present)")
     mapping.add_argument("--rating-col", help="rating column (default rating, if present)")
     mapping.add_argument("--title-col", help="item title column (history-csv default: history_item_title)")
+    features = parser.add_argument_group(
+        "side features, written to OUTPUT/features (layout: data_preprocess.feature_schema)",
+        "Declarations are NAME[=COLUMN]:KIND[:OPTION], comma-separated: genres:multi:| (split on |), "
+        "year=release_year:categorical, price:numeric, age:numeric:8 (8 quantile buckets) or age:numeric:18/25/35.",
+    )
+    features.add_argument(
+        "--item-table",
+        metavar="PATH",
+        help="one row per item: .csv/.tsv, .jsonl, .json {id: {...}}, .parquet, a datasets folder, .item, u.item",
+    )
+    features.add_argument("--item-features", metavar="SPECS", help="item columns to use (default: all, inferred)")
+    features.add_argument("--item-table-id-col", metavar="COL", help="the item table's id column (default item_id)")
+    features.add_argument("--user-table", metavar="PATH", help="one row per user, same formats (.user, u.user)")
+    features.add_argument("--user-features", metavar="SPECS", help="user columns to use (default: all, inferred)")
+    features.add_argument("--user-table-id-col", metavar="COL", help="the user table's id column (default user_id)")
+    features.add_argument(
+        "--embedding",
+        action="append",
+        default=[],
+        metavar="NAME=PATH[:IDS]",
+        help="a modality table (repeatable): PATH.npy with IDS, its item-id list (text or JSON), or a .parquet or "
+        "datasets folder with item_id and vector columns (IDS: the vector column)",
+    )
+    features.add_argument("--missing-values", metavar="VALUES", help="comma-separated values meaning missing (NA,?)")
+    features.add_argument(
+        "--feature-min-count", metavar="N", type=int, help="rarer categorical values are unknown (default 1)"
+    )
+    features.add_argument(
+        "--feature-preset",
+        default="auto",
+        choices=("auto", "ml-100k", "none"),
+        help="ml-100k: MovieLens-100K's own features (genres, year; age, gender, occupation), from the embedded "
+        "files or from u.item and u.user beside an ML-100K --input; auto (default): ml-100k without --input, "
+        "none with one",
+    )
     return parser.parse_args(argv)
+
+
+def feature_sources(args: argparse.Namespace) -> FeatureSources:
+    """The features the options ask for: the preset's (MovieLens-100K's own, by default for the embedded data set),
+    with the tables and declarations given replacing its, and the embedding tables added."""
+    preset = args.feature_preset
+    if preset == "auto":
+        preset = "ml-100k" if args.input is None else "none"
+    sources = FeatureSources()
+    if preset == "ml-100k" and args.input is None:
+        sources = FeatureSources.movielens_100k()
+    elif preset == "ml-100k":
+        sources = FeatureSources.movielens_100k(args.input if Path(args.input).is_dir() else Path(args.input).parent)
+    changes: dict = {"embeddings": sources.embeddings + tuple(map(EmbeddingSource.parse, args.embedding))}
+    for entity in ("item", "user"):
+        if getattr(args, f"{entity}_table"):
+            changes[f"{entity}_table"], changes[f"{entity}_features"] = Path(getattr(args, f"{entity}_table")), None
+        if getattr(args, f"{entity}_features"):
+            changes[f"{entity}_features"] = parse_feature_specs(getattr(args, f"{entity}_features"))
+        if getattr(args, f"{entity}_table_id_col"):
+            changes[f"{entity}_id_column"] = getattr(args, f"{entity}_table_id_col")
+    if args.missing_values is not None:
+        changes["missing_values"] = frozenset(value.strip() for value in args.missing_values.split(","))
+    if args.feature_min_count is not None:
+        changes["min_count"] = args.feature_min_count
+    return dataclasses.replace(sources, **changes)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,6 +150,7 @@ def prepare_from_args(args: argparse.Namespace) -> None:
         test_start=args.test_start,
         name=args.name,
         on_error=args.on_error,
+        features=feature_sources(args),
     )
 
 

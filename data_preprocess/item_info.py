@@ -36,21 +36,31 @@ ML100K_GENRES = [
 MOVIELENS_ENCODINGS = ("utf-8-sig", "latin-1")
 
 
+def u_item_genres(path: Path) -> list[str]:
+    """The genre names of a `u.item` file's flags: from `u.genre` beside it, else ML-100K's."""
+    genre_file = path.with_name("u.genre")
+    if not genre_file.is_file():
+        return ML100K_GENRES
+    return [line.split("|")[0] for _, line in iter_lines(genre_file, MOVIELENS_ENCODINGS) if line.strip()]
+
+
+def parse_u_item_line(line: str, genres: list[str]) -> tuple[list[str], list[str]]:
+    """A `u.item` line's fields and the names of its flagged genres; `ValueError` if malformed."""
+    fields = line.split("|")
+    if len(fields) != 5 + len(genres):
+        raise ValueError(f"expected {5 + len(genres)} '|'-separated fields, found {len(fields)}")
+    flags = fields[5:]
+    if any(flag not in ("0", "1") for flag in flags):
+        raise ValueError("genre flags must be 0 or 1")
+    return fields, [genre for genre, flag in zip(genres, flags, strict=True) if flag == "1"]
+
+
 def _u_item(path: Path, on_error: OnError, dropped: Counter[str]) -> dict[str, ItemInfo]:
     """`item|title|release date|video release date|URL|genre flags...`."""
-    genre_file = path.with_name("u.genre")
-    genres = ML100K_GENRES
-    if genre_file.is_file():
-        genres = [line.split("|")[0] for _, line in iter_lines(genre_file, MOVIELENS_ENCODINGS) if line.strip()]
+    genres = u_item_genres(path)
 
     def parse(line: str) -> tuple[str, ItemInfo]:
-        fields = line.split("|")
-        if len(fields) != 5 + len(genres):
-            raise ValueError(f"expected {5 + len(genres)} '|'-separated fields, found {len(fields)}")
-        flags = fields[5:]
-        if any(flag not in ("0", "1") for flag in flags):
-            raise ValueError("genre flags must be 0 or 1")
-        genre_names = [genre for genre, flag in zip(genres, flags, strict=True) if flag == "1"]
+        fields, genre_names = parse_u_item_line(line, genres)
         return fields[0], ItemInfo(title=fields[1], genres=genre_names)
 
     return dict(parse_lines(path, parse, on_error, dropped, encodings=MOVIELENS_ENCODINGS))

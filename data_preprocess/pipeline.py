@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from transformers import PreTrainedTokenizerFast
 
 from .atomic_files import atomic_write_json
 from .errors import PreprocessingError, logger, record_drops
+from .features import FEATURES_FOLDER, Features, FeatureSources, build_features, save_features
 from .filtering import (
     apply_min_rating,
     drop_exact_duplicates,
@@ -28,7 +30,14 @@ from .text_formats import OnError
 
 SPLITS = ("leave-one-out", "time")
 # What `prepare` writes in its output folder, besides one folder per split; `MARKERS` are always there.
-OUTPUT_ENTRIES = ("dataset_dict.json", "stats.json", "tokenizer", "item_titles.json", "low_rated.json")
+OUTPUT_ENTRIES = (
+    "dataset_dict.json",
+    "stats.json",
+    "tokenizer",
+    "item_titles.json",
+    "low_rated.json",
+    FEATURES_FOLDER,
+)
 MARKERS = ("dataset_dict.json", "stats.json")
 WRITTEN_BY = "python -m data_preprocess"
 
@@ -101,12 +110,15 @@ def _save(
     stats: dict,
     titles: dict[int, ItemInfo],
     low_rated: dict[str, list[int]] | None,
+    features: Features | None,
 ) -> None:
     """Write the output folder as a whole (see `data_preprocess.output`), keeping the entries of a previous output
     that `prepare` does not write."""
     with replace_folder(output, MARKERS, WRITTEN_BY) as folder:
         splits.save_to_disk(str(folder))
         save_item_tokenizer(tokenizer, folder / "tokenizer")
+        if features is not None:
+            save_features(features, folder / FEATURES_FOLDER)
         if titles:
             titles_by_id = {str(token_id): titles[token_id] for token_id in sorted(titles)}
             atomic_write_json(folder / "item_titles.json", titles_by_id, indent=None)
@@ -136,6 +148,7 @@ def prepare(
     test_start: int | None = None,
     name: str | None = None,
     on_error: OnError = "raise",
+    features: FeatureSources | Literal["auto"] | None = "auto",
 ) -> tuple[DatasetDict, PreTrainedTokenizerFast]:
     """Read an interaction log, filter it, number the items by popularity, split it, and save it all to `output`.
 
@@ -148,10 +161,13 @@ def prepare(
     and 90% quantiles). Rows keep the last `max_length + 1` items.
     `on_error="skip"` counts malformed lines instead of raising `DataFormatError`. An input that gives no
     interaction, or an empty split, raises `PreprocessingError` naming the cause.
+    `features`: item and user tables and modality embedding tables to write under `features/` (see
+    `data_preprocess.feature_schema`); `"auto"` (the default) is MovieLens-100K's own features
+    (`FeatureSources.movielens_100k()`) for the embedded data set, none for an `input`.
     Saved to `output` (when given): the `DatasetDict`, `tokenizer/`, `stats.json`, `item_titles.json` where titles
-    exist and `low_rated.json` where ratings exist. The folder is replaced as a whole once complete (a failure leaves
-    the previous one); an existing `output` must be empty or a previous output of `prepare`, whose other entries
-    (such as `item_text.npy`) are kept.
+    exist, `low_rated.json` where ratings exist and `features/` where features are given. The folder is replaced
+    as a whole once complete (a failure leaves the previous one); an existing `output` must be empty or a previous
+    output of `prepare`, whose other entries (such as `item_text.npy`) are kept.
     """
     if split not in SPLITS:
         raise PreprocessingError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -159,6 +175,10 @@ def prepare(
         raise PreprocessingError(f"max_length must be at least 1, got {max_length}")
     if output is not None:
         check_replaceable(Path(output), MARKERS, WRITTEN_BY)
+    if isinstance(features, str):
+        features = FeatureSources.movielens_100k() if input is None else None
+    if features is not None and features.empty:
+        features = None
     if input is None:
         path, fmt, default_name = embedded_movielens(), "atomic", "ml-100k"
     else:
@@ -211,6 +231,7 @@ def prepare(
         "max_length": max_length,
         "split": split,
         "on_error": on_error,
+        "features": None if features is None else features.describe(),
     }
     if split == "time":
         args["valid_start"], args["test_start"] = time_cutoffs(sequences.timestamps, valid_start, test_start)
@@ -229,6 +250,10 @@ def prepare(
         "dropped": dict(sorted(dropped.items())),
         "args": args,
     }
+    built = None
+    if output is not None and features is not None:
+        built = build_features(features, tokenizer, sequences.user_keys.tolist(), on_error)
+        stats["features"] = built.stats
     logger.info(
         "%s: %d users, %d items, %d interactions; split rows %s",
         name,
@@ -243,7 +268,7 @@ def prepare(
         low_rated = None
         if low_rated_pairs is not None:
             low_rated = low_rated_by_user(low_rated_pairs, sequences.user_keys, item2id)
-        _save(Path(output), splits, tokenizer, stats, titles, low_rated)
+        _save(Path(output), splits, tokenizer, stats, titles, low_rated, built)
     return splits, tokenizer
 
 

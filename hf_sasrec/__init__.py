@@ -2,7 +2,8 @@
 
 Importing the package registers every variant with `AutoConfig`, `AutoModel` and `AutoModelForCausalLM`, and marks
 its classes for `register_for_auto_class`, so that saved checkpoints carry their code (`auto_map` in `config.json`);
-see `hf_sasrec.registry`; and it registers the `next-item-recommendation` task with transformers' pipelines (see
+see `hf_sasrec.registry` (which also registers the RQ-VAE of semantic ids, `RQVAEConfig` / `RQVAEModel`, with
+`AutoConfig` and `AutoModel`); and it registers the `next-item-recommendation` task with transformers' pipelines (see
 `hf_sasrec.pipeline_next_item`). Everything else on the package face is lazy, as in transformers' own packages: a name
 (`Recommender`, `ItemIndex`, `save_for_hub`, ...) imports its module on first use, so Faiss, `datasets` and TRL load
 only where they are used.
@@ -17,6 +18,7 @@ from transformers.utils.import_utils import define_import_structure
 if TYPE_CHECKING:
     from .checkpoint_loading import *
     from .configuration_mhc import *
+    from .configuration_rqvae import *
     from .configuration_sasrec import *
     from .configuration_sasrec_gate import *
     from .configuration_sasrec_moe import *
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from .item_tokenizer import *
     from .model_card import *
     from .modeling_mhc import *
+    from .modeling_rqvae import *
     from .modeling_sasrec import *
     from .modeling_sasrec_gate import *
     from .modeling_sasrec_moe import *
@@ -44,7 +47,8 @@ else:
     sys.modules[__name__] = _LazyModule(__name__, _file, define_import_structure(_file), module_spec=__spec__)
 
     from .pipeline_next_item import register_pipeline
-    from .registry import register_variants
+    from .registry import register_rqvae, register_variants
 
     register_variants()
+    register_rqvae()
     register_pipeline()

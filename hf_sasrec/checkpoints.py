@@ -7,14 +7,15 @@ the safetensors header covers the file, torch archives pass their CRC check) and
 file it lists still has its size and hash; the manifest catches a rewrite of the folder stopped half way, where each
 file alone loads but they come from two different writes.
 
-`resume_from_checkpoint=auto` resumes from the newest complete checkpoint. Newer checkpoints that are not complete
+`--resume_from_checkpoint auto` resumes from the newest complete checkpoint. Newer checkpoints that are not complete
 are moved to `skipped-checkpoints/` with a log line saying why, so that `Trainer` (rotation, the best checkpoint of
 `load_best_model_at_end`) never reads them.
 
-    python -m hf_sasrec.checkpoints CONFIG.yaml [CONFIG.yaml ...] [key=value ...]
+    python -m hf_sasrec.checkpoints CONFIG.yaml [CONFIG.yaml ...] [--key value ...]
 
-checks the `output_dir` of each configuration before anything runs (used by `scripts/sft.sh`, so that the second
-stage of a two-stage run is refused before the first one trains).
+parses each configuration as `python -m hf_sasrec.sft --config CONFIG.yaml --key value ...` does and checks its
+`output_dir`, before anything runs (used by `scripts/sft.sh`, so that the second stage of a two-stage run is refused,
+or its configuration error reported, before the first one trains).
 """
 
 import hashlib
@@ -159,7 +160,7 @@ def set_aside(skipped: dict[Path, str]) -> None:
 
 
 def remove_checkpoints(output_dir: str | Path) -> None:
-    """Delete the checkpoints (and skipped checkpoints) of the run that `overwrite_output_dir=true` replaces."""
+    """Delete the checkpoints (and skipped checkpoints) of the run that `--overwrite_output_dir` replaces."""
     folders = [*checkpoints_newest_first(output_dir), Path(output_dir) / SKIPPED_DIR]
     for folder in filter(Path.is_dir, folders):
         logger.info("overwrite_output_dir: deleting %s of the previous run.", folder)
@@ -167,7 +168,7 @@ def remove_checkpoints(output_dir: str | Path) -> None:
 
 
 def resolve_resume(value: str | None, output_dir: str | Path) -> tuple[str | None, dict[Path, str]]:
-    """The checkpoint that `resume_from_checkpoint=value` resumes from (`None`: a fresh start), and the checkpoints
+    """The checkpoint that `--resume_from_checkpoint value` resumes from (`None`: a fresh start), and the checkpoints
     skipped as incomplete, with why. `auto`: the newest complete checkpoint of `output_dir`, else a fresh start;
     `true`: the same, but one must exist; a path: it must be a complete checkpoint."""
     mode = (value or "").lower()
@@ -177,7 +178,7 @@ def resolve_resume(value: str | None, output_dir: str | Path) -> tuple[str | Non
         found, skipped = find_resume_checkpoint(output_dir)
         if found is None and mode == "true":
             raise OutputDirError(
-                f"resume_from_checkpoint=true but {output_dir} has no complete checkpoint"
+                f"--resume_from_checkpoint true but {output_dir} has no complete checkpoint"
                 + "".join(f"; {folder.name}: {problem}" for folder, problem in skipped.items())
                 + "."
             )
@@ -185,8 +186,8 @@ def resolve_resume(value: str | None, output_dir: str | Path) -> tuple[str | Non
     problem = checkpoint_problem(value) if Path(value).is_dir() else "no such folder"
     if problem:
         raise OutputDirError(
-            f"resume_from_checkpoint={value} cannot be resumed: {problem}. Pass another checkpoint, or "
-            "resume_from_checkpoint=auto for the newest complete one."
+            f"--resume_from_checkpoint {value} cannot be resumed: {problem}. Pass another checkpoint, or "
+            "--resume_from_checkpoint auto for the newest complete one."
         )
     return value, {}
 
@@ -198,14 +199,14 @@ def check_output_dir(
 
     An absent or empty folder, `overwrite` and resuming (`resume_from`, a checkpoint) are fine; `overwrite` with a
     checkpoint to resume is a contradiction. A fresh start refuses any non-empty folder, as transformers' example
-    scripts do; with `auto` (`resume_from_checkpoint=auto` found no complete checkpoint) it refuses only a finished
+    scripts do; with `auto` (`--resume_from_checkpoint auto` found no complete checkpoint) it refuses only a finished
     run (`config.json`, `model.safetensors` or `metrics.json`) and starts over beside the rest (logs, incomplete
     checkpoints of a run killed early). `resumable=False` (DPO) leaves resumption out of the message.
     """
     if overwrite and resume_from is not None:
         raise OutputDirError(
-            f"resume_from_checkpoint resumes {resume_from} but overwrite_output_dir=true replaces the run: keep one "
-            "(resume_from_checkpoint=false to replace it)."
+            f"--resume_from_checkpoint resumes {resume_from} but --overwrite_output_dir replaces the run: keep one "
+            "(--resume_from_checkpoint false to replace it)."
         )
     folder = Path(output_dir)
     if overwrite or resume_from is not None or not folder.is_dir():
@@ -215,9 +216,9 @@ def check_output_dir(
         names = [name for name in names if name in FINISHED_RUN_FILES]
     if not names:
         return
-    ways = "replace it with overwrite_output_dir=true, or choose another output_dir"
+    ways = "replace it with --overwrite_output_dir, or choose another output_dir"
     if resumable and not auto:
-        ways = f"resume its run with resume_from_checkpoint=auto (or a checkpoint path), {ways}"
+        ways = f"resume its run with --resume_from_checkpoint auto (or a checkpoint path), {ways}"
     held = "a finished run and no complete checkpoint to resume" if auto else "files"
     shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
     raise OutputDirError(f"output_dir {str(folder)!r} already holds {held} ({shown}): {ways}.")
@@ -234,19 +235,25 @@ def prepare_resume(
 
 
 def main(argv: list[str]) -> None:
-    """Check the `output_dir` of every `CONFIG.yaml` of `argv`, each with the `key=value` overrides of `argv`."""
-    from .training_args import SFTTrainingArguments, read_values
+    """Check the `output_dir` of every `CONFIG.yaml` that starts `argv`, each with the `--key value` arguments that
+    follow them (the arguments of `python -m hf_sasrec.sft --config CONFIG.yaml ...`)."""
+    from .training_args import parse_sft_args
 
-    overrides = [argument for argument in argv if not argument.endswith((".yaml", ".yml"))]
-    for config in [argument for argument in argv if argument.endswith((".yaml", ".yml"))]:
-        values, _ = read_values([config, *overrides])
-        resume = values.get("resume_from_checkpoint")
-        output_dir = values.get("output_dir", SFTTrainingArguments.output_dir)
-        prepare_resume(output_dir, None if resume is None else str(resume), bool(values.get("overwrite_output_dir")))
+    count = next((index for index, argument in enumerate(argv) if not argument.endswith((".yaml", ".yml"))), len(argv))
+    for config in argv[:count]:
+        training_args = parse_sft_args(["--config", config, *argv[count:]])[2]
+        prepare_resume(
+            training_args.output_dir, training_args.resume_from_checkpoint, training_args.overwrite_output_dir
+        )
 
 
 if __name__ == "__main__":
+    from .argument_parser import ArgumentError
+
     try:
         main(sys.argv[1:])
+    except ArgumentError as error:
+        print(f"hf_sasrec.checkpoints: {error}", file=sys.stderr)
+        sys.exit(2)
     except OutputDirError as error:
         sys.exit(f"hf_sasrec.checkpoints: {error}")

@@ -311,6 +311,34 @@ class SASRecCausalLMOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
+@dataclass
+class SASRecCompletionLogProbsOutput(ModelOutput):
+    r"""
+    What `forward(..., fused_lm_head=True)` returns in place of logits: the fields of TRL's `FusedCausalLMOutput`,
+    which TRL's preference trainers read. Each per-position field is `[batch, length - 1]` with `labels` (position
+    `t` scores `labels[b, t + 1]`) or `[batch, length]` with `shift_labels`, and zero where there is no target.
+
+    loss: minus the targets' summed log-probabilities over `num_items_in_batch` (their count when not given), plus
+        the variant's auxiliary loss (mixture of experts: `router_aux_loss_coef` times `aux_loss`).
+    log_probs: log-probability of each target item, normalised over items (special tokens excluded).
+    entropy: entropy of the next-item distribution, without gradient.
+    log_sum_sq_probs: `log sum_i p_i^2` of the next-item distribution, without gradient.
+    mean_logits: mean item logit, without gradient.
+    is_top1: whether the target is the highest-scoring item.
+    label_mask: whether the position has a target.
+    aux_loss: the variant's auxiliary loss alone, or `None`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    log_probs: torch.FloatTensor | None = None
+    entropy: torch.FloatTensor | None = None
+    log_sum_sq_probs: torch.FloatTensor | None = None
+    mean_logits: torch.FloatTensor | None = None
+    is_top1: torch.BoolTensor | None = None
+    label_mask: torch.BoolTensor | None = None
+    aux_loss: torch.FloatTensor | None = None
+
+
 class SASRecForCausalLM(SASRecPreTrainedModel):
     """SASRec with its next-item head: item scores are dot products with the (tied) item embeddings."""
 
@@ -354,8 +382,9 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
         shift_labels: torch.LongTensor | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        fused_lm_head: bool = False,
         **kwargs,
-    ) -> SASRecCausalLMOutput:
+    ) -> SASRecCausalLMOutput | SASRecCompletionLogProbsOutput:
         r"""
         Args:
             labels: `[batch, length]`, aligned with `input_ids` and shifted inside the model, as in every transformers
@@ -372,9 +401,14 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
             logits_to_keep: compute logits only for the last `logits_to_keep` positions (an int; 0 keeps all), or
                 for the positions a 1-D tensor of indices names. With left padding, 1 gives the scores of the next
                 item for every user. The loss does not need logits and is computed from the hidden states.
+            fused_lm_head: score only the targets of `labels` or `shift_labels`, each at its own position, and return
+                their log-probabilities instead of logits: the call TRL's preference trainers make
+                (`model(..., labels=..., fused_lm_head=True)`, trl>=1.15), answered here over items only, as the
+                ranking evaluation scores them; see [`completion_log_probs`].
 
         Returns:
-            [`SASRecCausalLMOutput`] with `logits` of shape `[batch, kept_positions, vocab_size]`.
+            [`SASRecCausalLMOutput`] with `logits` of shape `[batch, kept_positions, vocab_size]`, or, with
+            `fused_lm_head`, [`SASRecCompletionLogProbsOutput`].
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -385,14 +419,58 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
         )
         hidden_states = outputs.last_hidden_state
         attention_mask = real_item_mask(input_ids, attention_mask, self.config.pad_token_id)
-        loss = None
+        targets = None
         if labels is not None or shift_labels is not None:
             targets = next_item_targets(labels, shift_labels, attention_mask)
+        if fused_lm_head:
+            if targets is None:
+                raise ValueError("fused_lm_head=True scores targets: pass labels or shift_labels.")
+            if shift_labels is None:  # the last position's target lies beyond `labels`
+                hidden_states, targets = hidden_states[:, :-1], targets[:, :-1]
+            scores = self.completion_log_probs(hidden_states, targets)
+            count = scores["label_mask"].sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+            head = self.causal_lm_output(
+                outputs, -scores["log_probs"].sum() / count, None, input_ids=input_ids, attention_mask=attention_mask
+            )
+            return SASRecCompletionLogProbsOutput(loss=head.loss, aux_loss=getattr(head, "aux_loss", None), **scores)
+        loss = None
+        if targets is not None:
             loss = next_item_loss(
                 hidden_states, targets, self.lm_head.weight, self.config, input_ids, num_items_in_batch
             )
         logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
         return self.causal_lm_output(outputs, loss, logits, input_ids=input_ids, attention_mask=attention_mask)
+
+    def completion_log_probs(self, hidden_states: torch.Tensor, targets: torch.LongTensor) -> dict[str, torch.Tensor]:
+        """Log-probability of each target item, normalised over items (special tokens excluded), computed at the
+        positions that have a target only: a preference completion is one item or a few, so this costs a
+        `[completion items, num_items]` product instead of `[batch, length, vocab_size]` logits.
+
+        Args:
+            hidden_states: `[batch, positions, hidden]`, the encoder's states.
+            targets: `[batch, positions]`, the item each position predicts; `-100` or a special id where none.
+
+        Returns:
+            `log_probs`, `entropy`, `log_sum_sq_probs`, `mean_logits` and `is_top1`, each `[batch, positions]` and
+            zero where there is no target, and `label_mask` (`[batch, positions]` bool), as in
+            [`SASRecCompletionLogProbsOutput`].
+        """
+        num_special_tokens = self.config.num_special_tokens
+        mask = targets >= num_special_tokens
+        logits = hidden_states[mask] @ self.lm_head.weight[num_special_tokens:].T  # [num_targets, num_items]
+        log_probs = logits.float().log_softmax(-1)
+        items = (targets[mask] - num_special_tokens)[:, None]
+        with torch.no_grad():
+            scores = {
+                "entropy": -(log_probs.exp() * log_probs).sum(-1),
+                "log_sum_sq_probs": torch.logsumexp(2 * log_probs, dim=-1),
+                "mean_logits": logits.float().mean(-1),
+                "is_top1": logits.argmax(-1) == items.squeeze(1),
+            }
+        scores["log_probs"] = log_probs.gather(1, items).squeeze(1)
+        # `masked_scatter` keeps the result connected to the graph even when no position has a target.
+        scores = {name: value.new_zeros(mask.shape).masked_scatter(mask, value) for name, value in scores.items()}
+        return {**scores, "label_mask": mask}
 
     def causal_lm_output(
         self, outputs: BaseModelOutput, loss: torch.Tensor | None, logits: torch.Tensor, **inputs
@@ -403,4 +481,10 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
         )
 
 
-__all__ = ["SASRecForCausalLM", "SASRecModel", "SASRecPreTrainedModel", "last_real_states"]
+__all__ = [
+    "SASRecCompletionLogProbsOutput",
+    "SASRecForCausalLM",
+    "SASRecModel",
+    "SASRecPreTrainedModel",
+    "last_real_states",
+]

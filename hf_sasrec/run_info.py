@@ -42,7 +42,7 @@ class RunInfo:
         preference_dir: DPO: the preference pairs.
         preference_source: DPO: where the rejected items came from (`low-rated`, `popular`, `hard`).
         num_rejected: DPO: rejected items per prompt.
-        dpo_loss_type: DPO: TRL's `loss_type` list (or `["sdpo"]`).
+        dpo_loss_type: DPO: TRL's `loss_type` list, or `["softmax_dpo"]` (which hf-sasrec 0.1.0 wrote `["sdpo"]`).
         dpo_beta: DPO: TRL's `beta`.
     """
 

@@ -1,14 +1,18 @@
 """Train and evaluate a next-item model with `transformers.Trainer`.
 
-    python -m hf_sasrec.sft [CONFIG.yaml] [key=value ...]
+    python -m hf_sasrec.sft [--config CONFIG.yaml] [--key value | --key=value ...]
 
-Every check that can fail (unknown keys, data folder, vocabulary, timestamps, item embeddings) runs before the first
-training step. The run folder (`output_dir`) ends with the model (safetensors, config with `auto_map`, code), the
-item tokenizer, `metrics.json` (with the best evaluation and whether early stopping ended training),
-`trainer_state.json`, `run_info.json` and TensorBoard logs.
+Keys are those of `hf_sasrec.training_args` (`--help` lists them). The embedded MovieLens-100K is prepared when
+`data_dir` is `data/ml-100k` and absent, and the item text embeddings when `item_embeddings` is
+`DATA_DIR/item_text.npy` and absent (by the main process, before the others go on). Every check that can fail
+(unknown keys, data folder, vocabulary, timestamps, item embeddings) runs before the first training step.
 
-A non-empty `output_dir` is refused before the data is loaded, unless `resume_from_checkpoint` resumes its run or
-`overwrite_output_dir=true` replaces it (see `hf_sasrec.checkpoints`, which also defines which checkpoints count as
+The run folder (`output_dir`) ends with the model (safetensors, config with `auto_map`, code), the item tokenizer,
+`metrics.json` (with the best evaluation and whether early stopping ended training), `trainer_state.json`,
+`run_info.json` and TensorBoard logs.
+
+A non-empty `output_dir` is refused before the data is loaded, unless `--resume_from_checkpoint` resumes its run or
+`--overwrite_output_dir` replaces it (see `hf_sasrec.checkpoints`, which also defines which checkpoints count as
 complete).
 """
 
@@ -28,7 +32,10 @@ from transformers import (
 )
 
 from data_preprocess.atomic_files import atomic_write_json
+from data_preprocess.pipeline import prepare
+from data_preprocess.text_embeddings import embed_items, load_encoder, save_embeddings
 
+from .argument_parser import ArgumentError, split_config_argument
 from .checkpoint_loading import ITEM_VOCAB_FINGERPRINT
 from .checkpoints import CheckpointManifestCallback, OutputDirError, prepare_resume, remove_checkpoints, set_aside
 from .data_collator import NextItemCollator, model_uses_timestamps
@@ -39,16 +46,12 @@ from .processed_data import SPLITS, drop_short_rows, load_processed_data
 from .run_info import RunInfo
 from .sequence_windows import sliding_windows
 from .sft_trainer import LoggingEarlyStoppingCallback, NextItemTrainer, best_evaluation, describe_best
-from .training_args import (
-    ArgumentError,
-    DataArguments,
-    ModelArguments,
-    SFTTrainingArguments,
-    parse_sft_args,
-    split_command_line,
-)
+from .training_args import DataArguments, ModelArguments, SFTTrainingArguments, parse_sft_args
 
 logger = logging.getLogger("hf_sasrec.sft")
+
+EMBEDDED_DATA_DIR = Path("data/ml-100k")
+ITEM_TEXT_FILE = "item_text.npy"
 
 
 def build_config(
@@ -106,11 +109,25 @@ def clear_output_dir(training_args: SFTTrainingArguments, skipped: dict[Path, st
         set_aside(skipped)
 
 
-def training_callbacks(data_args: DataArguments) -> list[TrainerCallback]:
+def prepare_missing_inputs(model_args: ModelArguments, data_args: DataArguments) -> None:
+    """Write what a run reads and this package can make: the embedded MovieLens-100K when `data_dir` is
+    `data/ml-100k` and absent, and the item text embeddings (the default sentence-transformers model) when
+    `item_embeddings` is `DATA_DIR/item_text.npy` and absent."""
+    data_dir = Path(data_args.data_dir)
+    if data_dir == EMBEDDED_DATA_DIR and not data_dir.exists():
+        logger.info("Preparing %s (the embedded MovieLens-100K).", data_dir)
+        prepare(output=data_dir)
+    text_file = data_dir / ITEM_TEXT_FILE
+    if model_args.item_embeddings and Path(model_args.item_embeddings) == text_file and not text_file.exists():
+        logger.info("Encoding the item titles of %s into %s.", data_dir, text_file)
+        save_embeddings(embed_items(data_dir, load_encoder()), text_file)
+
+
+def training_callbacks(training_args: SFTTrainingArguments) -> list[TrainerCallback]:
     """The checkpoint manifest, and early stopping (logged) when `early_stopping_patience` is set."""
     callbacks = [CheckpointManifestCallback()]
-    if data_args.early_stopping_patience:
-        callbacks.append(LoggingEarlyStoppingCallback(data_args.early_stopping_patience))
+    if training_args.early_stopping_patience:
+        callbacks.append(LoggingEarlyStoppingCallback(training_args.early_stopping_patience))
     return callbacks
 
 
@@ -135,6 +152,7 @@ def write_run_folder(
     tokenizer: PreTrainedTokenizerBase,
     model_args: ModelArguments,
     data_args: DataArguments,
+    training_args: SFTTrainingArguments,
     metrics: dict[str, Any],
     argv: list[str],
     stats: dict[str, Any] | None = None,
@@ -150,16 +168,17 @@ def write_run_folder(
         dataset=stats.get("dataset"),
         split=stats.get("args", {}).get("split"),
         data_dir=str(Path(data_args.data_dir).resolve()),
-        eval_protocol=data_args.eval_protocol,
-        exclude_history=data_args.exclude_history,
-        num_sampled_negatives=data_args.num_sampled_negatives,
+        eval_protocol=training_args.eval_protocol,
+        exclude_history=training_args.exclude_history,
+        num_sampled_negatives=training_args.num_sampled_negatives,
         command=argv,
     ).save(path)
     atomic_write_json(path / "metrics.json", metrics)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the training described by `argv` (`[CONFIG.yaml] key=value ...`) and return the final metrics."""
+    """Run the training described by `argv` (`[--config CONFIG.yaml] [--key value ...]`) and return the final
+    metrics."""
     argv = sys.argv[1:] if argv is None else argv
     model_args, data_args, training_args, config_fields = parse_sft_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -168,7 +187,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     if resume:
         logger.info("Resuming from %s.", resume)
-    splits, stats, tokenizer = load_processed_data(data_args.data_dir, split_command_line(argv)[0])
+    with training_args.main_process_first(desc="preparing missing inputs"):
+        prepare_missing_inputs(model_args, data_args)
+    splits, stats, tokenizer = load_processed_data(data_args.data_dir, split_config_argument(argv)[0])
     config = build_config(model_args, config_fields, tokenizer, data_args.max_length)
     set_seed(training_args.seed)
     model = build_model(model_args, config)
@@ -186,11 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         train_dataset=train,
         eval_dataset=valid,
         data_collator=NextItemCollator(data_args.max_length, with_timestamps=model_uses_timestamps(model)),
-        callbacks=training_callbacks(data_args),
-        eval_protocol=data_args.eval_protocol,
-        exclude_history=data_args.exclude_history,
-        num_sampled_negatives=data_args.num_sampled_negatives,
-        max_length=data_args.max_length,
+        callbacks=training_callbacks(training_args),
     )
     clear_output_dir(training_args, skipped)
     train_result = trainer.train(resume_from_checkpoint=resume)
@@ -209,14 +226,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         describe_best(metrics),
         metrics["model_step"],
     )
-    for protocol in data_args.test_protocols:
+    for protocol in training_args.test_protocols:
         for split_name, split in (("valid", valid), ("test", test)):
             scores = evaluate_next_item(
                 trainer.accelerator.unwrap_model(trainer.model),
                 split,
                 protocol=protocol,
-                exclude_history=data_args.exclude_history,
-                num_sampled_negatives=data_args.num_sampled_negatives,
+                exclude_history=training_args.exclude_history,
+                num_sampled_negatives=training_args.num_sampled_negatives,
                 batch_size=training_args.per_device_eval_batch_size,
                 max_length=data_args.max_length,
                 seed=training_args.seed,
@@ -224,7 +241,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             metrics.update({f"{split_name}_{name}": value for name, value in scores.items()})
     if trainer.is_world_process_zero():
         trainer.save_state()
-        write_run_folder(training_args.output_dir, tokenizer, model_args, data_args, metrics, argv, stats)
+        write_run_folder(
+            training_args.output_dir, tokenizer, model_args, data_args, training_args, metrics, argv, stats
+        )
         print(metrics_table(metrics, prefix="test_"))
     return metrics
 

@@ -7,8 +7,10 @@ from typing import Any
 from transformers import EarlyStoppingCallback, Trainer, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import speed_metrics
 
+from .data_collator import NextItemCollator
 from .evaluation import evaluate_next_item
 from .length_bucket_sampler import LengthBucketSampler
+from .training_args import SFTTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -86,37 +88,30 @@ class NextItemTrainer(Trainer):
     steps hold from one to `max_length` targets a row, and every step has the same weight: the targets of a step of
     short histories weigh more than those of a step of long ones.
 
-    Args:
-        eval_protocol: `"full"` or `"sampled"`.
-        exclude_history: `full` protocol: drop the user's history items from the ranking.
-        num_sampled_negatives: `sampled` protocol: negatives per user.
-        max_length: history items the model reads.
+    `args` are [`SFTTrainingArguments`]: evaluation reads `eval_protocol`, `exclude_history` and
+    `num_sampled_negatives` from them; `data_collator` is a [`NextItemCollator`], whose `max_length` (history items
+    the model reads) cuts the histories of evaluation and bucketing as it cuts those of training batches.
     """
 
-    def __init__(
-        self,
-        *args,
-        eval_protocol: str = "full",
-        exclude_history: bool = True,
-        num_sampled_negatives: int = 100,
-        max_length: int | None = None,
-        **kwargs,
-    ):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.max_length = max_length
-        self.evaluation_kwargs = {
-            "protocol": eval_protocol,
-            "exclude_history": exclude_history,
-            "num_sampled_negatives": num_sampled_negatives,
-            "max_length": max_length,
-        }
+        if not isinstance(self.args, SFTTrainingArguments):
+            raise TypeError(
+                f"NextItemTrainer needs SFTTrainingArguments (eval_protocol, ...), got {type(self.args).__name__}."
+            )
+        if not isinstance(self.data_collator, NextItemCollator):
+            raise TypeError(f"NextItemTrainer needs a NextItemCollator, got {type(self.data_collator).__name__}.")
+
+    @property
+    def max_length(self) -> int:
+        """History items the model reads: the collator's window."""
+        return self.data_collator.max_length
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
-        cap = self.max_length or float("inf")
-        lengths = [min(len(items) - 1, cap) for items in dataset["item_ids"]]
+        lengths = [min(len(items) - 1, self.max_length) for items in dataset["item_ids"]]
         batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
         return LengthBucketSampler(lengths, batch_size, seed=self.args.seed)
 
@@ -134,9 +129,12 @@ class NextItemTrainer(Trainer):
         scores = evaluate_next_item(
             model,
             dataset,
+            protocol=self.args.eval_protocol,
+            exclude_history=self.args.exclude_history,
+            num_sampled_negatives=self.args.num_sampled_negatives,
             batch_size=self.args.per_device_eval_batch_size,
+            max_length=self.max_length,
             seed=self.args.seed,
-            **self.evaluation_kwargs,
         )
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in scores.items()}
         metrics.update(speed_metrics(metric_key_prefix, start, num_samples=len(dataset)))

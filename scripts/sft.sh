@@ -1,30 +1,27 @@
 #!/usr/bin/env bash
 # Train and evaluate next-item models with transformers.Trainer.
 #
-#   bash scripts/sft.sh                                    # sasrec_rope on MovieLens-100K (train_configs/sft/default.yaml)
-#   bash scripts/sft.sh CONFIG.yaml [key=value ...]        # any TrainingArguments / SFT argument / model config field
-#   bash scripts/sft.sh STAGE1.yaml STAGE2.yaml [key=value ...]   # several configs run in order (two-stage training)
-#   NPROC=2 bash scripts/sft.sh ...                        # DDP through torchrun
-#   NPROC=2 LAUNCHER=accelerate bash scripts/sft.sh ...    # DDP through accelerate launch (gloo on CPU)
+#   bash scripts/sft.sh                                  # sasrec_rope on MovieLens-100K (train_configs/sft/default.yaml)
+#   bash scripts/sft.sh CONFIG.yaml [--key value ...]    # any TrainingArguments / SFT argument / model config field
+#   bash scripts/sft.sh STAGE1.yaml STAGE2.yaml [--key value ...]   # several configs run in order (two-stage training)
+#   NPROC=2 bash scripts/sft.sh ...                      # DDP through torchrun
+#   NPROC=2 LAUNCHER=accelerate bash scripts/sft.sh ...  # DDP through accelerate launch (gloo on CPU)
 #
-# A run refuses an output_dir that already holds files: add resume_from_checkpoint=auto to resume it (the newest
-# complete checkpoint) or overwrite_output_dir=true to replace it.
-# The embedded MovieLens-100K is prepared with `python -m data_preprocess` when a config reads data/ml-100k and the
-# folder is absent; item text embeddings DATA_DIR/item_text.npy (two-stage stage 1) are computed when absent.
+# The leading .yaml arguments are configs; each runs `python -m hf_sasrec.sft --config CONFIG.yaml ARGS...` with the
+# arguments that follow them (--help lists the keys). A run refuses an output_dir that already holds files: add
+# --resume_from_checkpoint auto to resume it (the newest complete checkpoint) or --overwrite_output_dir to replace it.
+# The embedded MovieLens-100K (data/ml-100k) and the item text embeddings DATA_DIR/item_text.npy (two-stage stage 1)
+# are prepared on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 NPROC="${NPROC:-1}"
 LAUNCHER="${LAUNCHER:-torchrun}"
-DEFAULT_DATA="data/ml-100k"
 
 configs=()
-overrides=()
-for argument in "$@"; do
-  case "$argument" in
-    *.yaml | *.yml) configs+=("$argument") ;;
-    *) overrides+=("$argument") ;;
-  esac
+while [ "$#" -gt 0 ] && [[ "$1" == *.yaml || "$1" == *.yml ]]; do
+  configs+=("$1")
+  shift
 done
 if [ "${#configs[@]}" -eq 0 ]; then
   configs=("train_configs/sft/default.yaml")
@@ -46,23 +43,10 @@ fi
 if [ "${#configs[@]}" -gt 1 ]; then
   # Each run refuses an output_dir that holds a run (unless resumed or overwritten); check them all before the first
   # trains, so that a refused second stage does not come after a finished first one.
-  python -m hf_sasrec.checkpoints "${configs[@]}" ${overrides[@]+"${overrides[@]}"}
+  python -m hf_sasrec.checkpoints "${configs[@]}" "$@"
 fi
 
 for config in "${configs[@]}"; do
-  if [ ! -f "$config" ]; then
-    echo "sft.sh: training config $config does not exist" >&2
-    exit 2
-  fi
-  read -r data_dir item_embeddings < <(python -m hf_sasrec.training_args "$config" ${overrides[@]+"${overrides[@]}"})
-  if [ "$data_dir" = "$DEFAULT_DATA" ] && [ ! -d "$DEFAULT_DATA" ]; then
-    echo "sft.sh: preparing $DEFAULT_DATA (embedded MovieLens-100K)"
-    python -m data_preprocess --output "$DEFAULT_DATA"
-  fi
-  if [ "$item_embeddings" = "$data_dir/item_text.npy" ] && [ ! -f "$item_embeddings" ]; then
-    echo "sft.sh: encoding item titles into $item_embeddings"
-    python -m data_preprocess.text_embeddings --data "$data_dir" --output "$item_embeddings"
-  fi
-  echo "sft.sh: ${launcher[*]} $config ${overrides[*]+"${overrides[*]}"}"
-  "${launcher[@]}" "$config" ${overrides[@]+"${overrides[@]}"}
+  echo "sft.sh: ${launcher[*]} --config $config $*"
+  "${launcher[@]}" --config "$config" "$@"
 done

@@ -33,5 +33,5 @@ if __name__ == "__main__":
     SASRecForCausalLM.save_pretrained = recording_save_pretrained
     arguments = sys.argv[1:]
     sft.main(arguments)
-    output_dir = next(argument.split("=", 1)[1] for argument in arguments if argument.startswith("output_dir="))
+    output_dir = next(argument.split("=", 1)[1] for argument in arguments if argument.startswith("--output_dir="))
     (Path(output_dir) / f"rank{RANK}.json").write_text(json.dumps(SEEN))

@@ -23,7 +23,7 @@ from hf_sasrec import sft
 from hf_sasrec.sft_trainer import NextItemTrainer
 
 KIND, STEP = os.environ["KILL_POINT"].split(":")
-OUTPUT_DIR = Path(next(argument.split("=", 1)[1] for argument in sys.argv if argument.startswith("output_dir=")))
+OUTPUT_DIR = Path(next(argument.split("=", 1)[1] for argument in sys.argv if argument.startswith("--output_dir=")))
 READY_FILE = Path(os.environ["READY_FILE"])
 ORIGINAL = {
     "training_step": NextItemTrainer.training_step,

@@ -46,7 +46,7 @@ def cut_in_half(path: Path) -> None:
 
 
 def tiny_run_arguments(data_dir: Path, output_dir: Path, **overrides) -> list[str]:
-    """Command-line arguments of a fast run on the tiny dataset."""
+    """Command-line arguments (`--key=value`) of a fast run on the tiny dataset."""
     values = {
         "data_dir": data_dir,
         "output_dir": output_dir,
@@ -64,4 +64,4 @@ def tiny_run_arguments(data_dir: Path, output_dir: Path, **overrides) -> list[st
         "seed": 0,
         **overrides,
     }
-    return [f"{key}={value}" for key, value in values.items()]
+    return [f"--{key}={value}" for key, value in values.items()]

@@ -7,10 +7,11 @@ import torch
 from datasets import DatasetDict
 from model_helpers import VARIANT_NAMES, VOCAB_SIZE, extra_inputs, left_pad, random_items, tiny_config, tiny_model
 from sft_helpers import NUM_SPECIAL, write_tiny_dataset
-from transformers import AutoModelForCausalLM, TrainerCallback, TrainingArguments
+from transformers import AutoModelForCausalLM, TrainerCallback
 
 from hf_sasrec.data_collator import NextItemCollator
 from hf_sasrec.sft_trainer import NextItemTrainer
+from hf_sasrec.training_args import SFTTrainingArguments
 
 LOSS_TYPES = ["ce", "sampled_softmax", "bce", "infonce"]
 
@@ -125,7 +126,7 @@ def first_step(variant: str, sampling: str, batch_size: int, accumulation: int, 
     model = tiny_model(variant, seed=1, vocab_size=NUM_SPECIAL + 30, max_position_embeddings=8).train()
     collator = RecordingCollator(8, with_timestamps=variant == "tisasrec")
     recorder = GradientRecorder()
-    args = TrainingArguments(
+    args = SFTTrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=accumulation,
@@ -133,7 +134,9 @@ def first_step(variant: str, sampling: str, batch_size: int, accumulation: int, 
         max_grad_norm=0.0,
         train_sampling_strategy=sampling,
         remove_unused_columns=False,
+        eval_strategy="no",
         save_strategy="no",
+        load_best_model_at_end=False,
         report_to="none",
         disable_tqdm=True,
         use_cpu=True,
@@ -145,7 +148,6 @@ def first_step(variant: str, sampling: str, batch_size: int, accumulation: int, 
         train_dataset=DatasetDict.load_from_disk(str(data_dir))["train"],
         data_collator=collator,
         callbacks=[recorder],
-        max_length=8,
     )
     assert trainer.model_accepts_loss_kwargs
     trainer.train()

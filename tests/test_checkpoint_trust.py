@@ -16,9 +16,8 @@ from model_helpers import tiny_model
 from sft_helpers import write_tiny_dataset
 from transformers import AutoTokenizer
 
-from hf_sasrec import evaluate, infer
+from hf_sasrec import dpo, evaluate, infer
 from hf_sasrec.checkpoint_loading import ITEM_VOCAB_FINGERPRINT
-from hf_sasrec.dpo import parse_arguments, run_dpo
 from hf_sasrec.item_tokenizer import build_item_tokenizer, item_keys, save_item_tokenizer, vocabulary_fingerprint
 from hf_sasrec.model_card import RUN_INFO_FILE, push_to_hub, save_for_hub
 from hf_sasrec.recommender import Recommender
@@ -49,8 +48,9 @@ def run_infer(run: str | Path, tmp_path: Path) -> None:
 
 
 def run_dpo_script(run: str | Path, tmp_path: Path) -> None:
-    overrides = [f"output_dir={tmp_path / 'dpo'}", f"sft_dir={run}", f"preference_dir={tmp_path / 'pairs'}"]
-    run_dpo(*parse_arguments([DPO_CONFIG, *overrides, "source=popular", "max_steps=1", "report_to=none"]))
+    overrides = [f"--output_dir={tmp_path / 'dpo'}", f"--sft_dir={run}", f"--preference_dir={tmp_path / 'pairs'}"]
+    arguments = ["--config", DPO_CONFIG, *overrides, "--source=popular", "--max_steps=1", "--report_to=none"]
+    dpo.main(*dpo.make_parser().parse_args_and_config(arguments))
 
 
 LOADERS = {

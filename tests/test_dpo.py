@@ -1,6 +1,7 @@
 """DPO alignment of a tiny recommender through `RecommenderDPOTrainer` (TRL's DPOTrainer)."""
 
 import json
+import re
 from pathlib import Path
 
 import huggingface_hub
@@ -12,14 +13,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import add_fused_lm_head
 
-from hf_sasrec.dpo import (
-    RecommenderDPOConfig,
-    RecommenderDPOTrainer,
-    keep_recent_history,
-    parse_arguments,
-    run_dpo,
-    softmax_dpo_loss,
-)
+from hf_sasrec.dpo import main, make_parser, run_from_command_line
+from hf_sasrec.dpo_config import RecommenderDPOConfig
+from hf_sasrec.dpo_trainer import RecommenderDPOTrainer, keep_recent_history, softmax_dpo_loss
 from hf_sasrec.item_tokenizer import NUM_SPECIAL_TOKENS, build_item_tokenizer, item_to_token, save_item_tokenizer
 
 NUM_ITEMS = 40
@@ -122,7 +118,13 @@ def mean_log_prob_margin(model, tokenizer, rows) -> float:
 
 @pytest.mark.parametrize(
     ("model_type", "loss_type"),
-    [("sasrec", "sigmoid"), ("sasrec", "ipo"), ("sasrec", "hinge"), ("sasrec", "sdpo"), ("sasrec_moe", "sigmoid")],
+    [
+        ("sasrec", "sigmoid"),
+        ("sasrec", "ipo"),
+        ("sasrec", "hinge"),
+        ("sasrec", "softmax_dpo"),
+        ("sasrec_moe", "sigmoid"),
+    ],
 )
 def test_margin_grows_and_reference_is_frozen(tmp_path, tokenizer, model_type, loss_type):
     rows = preference_rows(tokenizer)
@@ -139,10 +141,12 @@ def test_margin_grows_and_reference_is_frozen(tmp_path, tokenizer, model_type, l
         torch.testing.assert_close(weight, reference[name], rtol=0, atol=0)
 
 
-def test_completion_item_head_matches_trl_fused_head_margins(tmp_path, tokenizer):
-    """The completion-only, item-only head gives TRL's chosen-minus-rejected log-probability margins (the normaliser
-    differs by the special tokens and cancels), and items-only log-probabilities."""
+def test_models_answer_trls_fused_head_call_themselves(tmp_path, tokenizer):
+    """TRL's `fused_lm_head=True` call reaches the model's own forward (TRL's wrapper is dropped): it gives TRL's
+    chosen-minus-rejected log-probability margins (the normaliser differs by the special tokens and cancels), and
+    items-only log-probabilities."""
     trainer = make_trainer(tmp_path, tokenizer, preference_rows(tokenizer))
+    assert "forward" not in vars(trainer.model) and "forward" not in vars(trainer.ref_model)
     batch = DataCollatorForPreference(pad_token_id=0)([trainer.train_dataset[index] for index in range(8)])
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -166,16 +170,16 @@ def test_softmax_dpo_with_one_rejected_is_sigmoid_dpo():
     torch.testing.assert_close(softmax_dpo_loss(chosen, rejected[:, None], 0.3), expected)
 
 
-def test_sdpo_trainer_with_one_rejected_matches_trl_sigmoid_loss(tmp_path, tokenizer):
-    """The S-DPO path (one forward pass, item-only softmax) gives TRL's own sigmoid loss when K = 1."""
+def test_softmax_dpo_trainer_with_one_rejected_matches_trl_sigmoid_loss(tmp_path, tokenizer):
+    """The softmax-DPO path (one forward pass, item-only softmax) gives TRL's own sigmoid loss when K = 1."""
     rows = preference_rows(tokenizer, num_rejected=1)
     losses = {}
-    for loss_type in ("sigmoid", "sdpo"):
+    for loss_type in ("sigmoid", "softmax_dpo"):
         trainer = make_trainer(tmp_path, tokenizer, rows, loss_type=[loss_type], learning_rate=0.0, max_steps=1)
         trainer.model.lm_head.weight.data.mul_(20)  # a policy that differs from the reference
         losses[loss_type] = trainer.evaluate(Dataset.from_list(rows))["eval_loss"]
     assert losses["sigmoid"] != pytest.approx(0.6931, abs=1e-3)
-    assert losses["sdpo"] == pytest.approx(losses["sigmoid"], rel=1e-5)
+    assert losses["softmax_dpo"] == pytest.approx(losses["sigmoid"], rel=1e-5)
 
 
 def test_precomputed_reference_gives_the_same_loss(tmp_path, tokenizer):
@@ -183,11 +187,31 @@ def test_precomputed_reference_gives_the_same_loss(tmp_path, tokenizer):
     losses = []
     for precompute in (False, True):
         trainer = make_trainer(
-            tmp_path, tokenizer, rows, loss_type=["sdpo"], precompute_ref_log_probs=precompute, learning_rate=0.0
+            tmp_path,
+            tokenizer,
+            rows,
+            loss_type=["softmax_dpo"],
+            precompute_ref_log_probs=precompute,
+            learning_rate=0.0,
         )
         trainer.model.lm_head.weight.data.mul_(20)
         losses.append(trainer.evaluate(Dataset.from_list(rows))["eval_loss"])
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "softmax_dpo"])
+def test_precomputed_reference_is_the_reference_models_items_only_scores(tmp_path, tokenizer, loss_type):
+    """TRL precomputes the reference log-probabilities inside `__init__`, right after adding its own fused LM head:
+    they are still the reference model's own, normalised over items as the ranking evaluation scores them."""
+    rows = preference_rows(tokenizer)
+    trainer = make_trainer(tmp_path, tokenizer, rows, loss_type=[loss_type], precompute_ref_log_probs=True)
+    histories = torch.tensor([tokenizer.convert_tokens_to_ids(row["prompt"].split()) for row in rows])
+    with torch.no_grad():
+        logits = trainer.ref_model.eval()(input_ids=histories, logits_to_keep=1).logits[:, -1]
+    item_log_probs = logits[:, NUM_SPECIAL_TOKENS:].log_softmax(-1)
+    chosen = torch.tensor(tokenizer.convert_tokens_to_ids([row["chosen"] for row in rows])) - NUM_SPECIAL_TOKENS
+    expected = item_log_probs.gather(1, chosen[:, None]).squeeze(1)
+    torch.testing.assert_close(torch.tensor(trainer.train_dataset["ref_chosen_logps"]), expected)
 
 
 def test_saved_model_loads_with_auto_classes(tmp_path, tokenizer):
@@ -223,18 +247,18 @@ def test_malformed_rows_can_be_dropped_with_a_logged_count(tmp_path, tokenizer, 
     rows = preference_rows(tokenizer)
     rows[3]["prompt"] = ""
     rows[5]["chosen"] = "not-an-item"
-    with caplog.at_level("WARNING", logger="hf_sasrec.dpo"):
+    with caplog.at_level("WARNING", logger="hf_sasrec.dpo_trainer"):
         trainer = make_trainer(tmp_path, tokenizer, rows, drop_malformed_rows=True)
     assert len(trainer.train_dataset) == NUM_USERS - 2
     assert "2 malformed preference rows of 48" in caplog.text
     assert "row 3: empty prompt" in caplog.text and "row 5: unknown items ['not-an-item']" in caplog.text
 
 
-def test_sdpo_rejects_a_chosen_item_among_the_rejected(tmp_path, tokenizer):
+def test_softmax_dpo_rejects_a_chosen_item_among_the_rejected(tmp_path, tokenizer):
     rows = preference_rows(tokenizer)
     rows[2]["rejected_all"] = [rows[2]["rejected"], rows[2]["chosen"], rows[2]["rejected_all"][2]]
     with pytest.raises(ValueError, match=r"row 2: chosen .* is also rejected"):
-        make_trainer(tmp_path, tokenizer, rows, loss_type=["sdpo"])
+        make_trainer(tmp_path, tokenizer, rows, loss_type=["softmax_dpo"])
 
 
 def test_history_keeps_its_most_recent_items(tmp_path, tokenizer):
@@ -250,12 +274,34 @@ def test_tisasrec_is_refused_clearly(tmp_path, tokenizer):
         make_trainer(tmp_path, tokenizer, preference_rows(tokenizer), model_type="tisasrec")
 
 
-def test_yaml_and_overrides(tmp_path):
-    config, script_args = parse_arguments([DEFAULT_CONFIG, "beta=0.5", "loss_type=[ipo]"])
-    assert config.beta == 0.5
-    assert config.loss_type == ["ipo"]
-    assert config.max_completion_length == 1
-    assert script_args.source == "hard"
+def test_yaml_and_overrides():
+    script_args, config = make_parser().parse_args_and_config(
+        ["--config", DEFAULT_CONFIG, "--beta=0.5", "--loss_type", "ipo", "--source", "popular"]
+    )
+    assert (config.beta, config.loss_type, config.max_completion_length) == (0.5, ["ipo"], 1)
+    assert (config.report_to, config.learning_rate) == (["tensorboard"], 5e-4)
+    assert script_args.source == "popular"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--bta=0.5"], r"Unknown key\(s\) \['bta'\] in the command line; did you mean 'beta'"),
+        (["beta=0.5"], "options are written --key value or --key=value: --beta=0.5"),
+        (["--source", "nearest"], "source: invalid choice: 'nearest'"),
+        (["--loss_type", "sdpo"], "loss_type 'sdpo' is now called 'softmax_dpo'"),
+        (["--loss_type", "softmax_dpo", "sigmoid"], "'softmax_dpo' cannot be combined with other losses"),
+        (["--loss_type", "softmax_dpo", "--max_completion_length=2"], "set max_completion_length=1"),
+        (["--max_length=1"], r"max_length \(1\) must exceed max_completion_length \(1\)"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(capsys, arguments, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run_from_command_line(["--config", DEFAULT_CONFIG, *arguments])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("hf_sasrec.dpo: ") and error.count("\n") == 1
+    assert re.search(message, error)
 
 
 def test_run_builds_pairs_and_writes_model_tokenizer_and_side_by_side_metrics(tmp_path, tokenizer):
@@ -272,19 +318,20 @@ def test_run_builds_pairs_and_writes_model_tokenizer_and_side_by_side_metrics(tm
     ids = [tokenizer.convert_tokens_to_ids([*row["prompt"].split(), row["chosen"]]) for row in rows]
     split = Dataset.from_dict({"user_id": [row["user_id"] for row in rows], "item_ids": ids})
     DatasetDict({"train": split, "valid": split, "test": split}).save_to_disk(data_dir)
-    args, script_args = parse_arguments(
+    script_args, args = make_parser().parse_args_and_config(
         [
+            "--config",
             DEFAULT_CONFIG,
-            f"output_dir={tmp_path / 'dpo'}",
-            f"sft_dir={sft_dir}",
-            f"preference_dir={tmp_path / 'pairs'}",
-            "source=popular",
-            "max_steps=4",
-            "learning_rate=0.01",
-            "report_to=none",
+            f"--output_dir={tmp_path / 'dpo'}",
+            f"--sft_dir={sft_dir}",
+            f"--preference_dir={tmp_path / 'pairs'}",
+            "--source=popular",
+            "--max_steps=4",
+            "--learning_rate=0.01",
+            "--report_to=none",
         ]
     )
-    metrics = run_dpo(args, script_args)
+    metrics = main(script_args, args)
     assert len(Dataset.load_from_disk(tmp_path / "pairs")) == metrics["num_pairs"] == NUM_USERS
     saved = json.loads((tmp_path / "dpo" / "metrics.json").read_text())
     assert saved["test"]["full/ndcg@10"].keys() == {"sft", "dpo", "change"}

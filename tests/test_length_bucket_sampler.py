@@ -83,7 +83,6 @@ def bucketed_trainer(tmp_path) -> NextItemTrainer:
         train_dataset=train,
         eval_dataset=train,
         data_collator=NextItemCollator(data_args.max_length),
-        max_length=data_args.max_length,
     )
 
 

@@ -1,5 +1,5 @@
 """Never lose a run: a real training process killed with SIGKILL at seeded random points always leaves a complete
-checkpoint to resume from, and the run resumed with `resume_from_checkpoint=auto` ends as an uninterrupted one; a
+checkpoint to resume from, and the run resumed with `--resume_from_checkpoint auto` ends as an uninterrupted one; a
 checkpoint counts only when complete; DPO, too, refuses to replace a run."""
 
 import json
@@ -26,7 +26,8 @@ from hf_sasrec.checkpoints import (
     find_resume_checkpoint,
     resolve_resume,
 )
-from hf_sasrec.dpo import DPOScriptArguments, RecommenderDPOConfig, run_dpo
+from hf_sasrec.dpo import DPOScriptArguments, main
+from hf_sasrec.dpo_config import RecommenderDPOConfig
 
 TESTS = Path(__file__).parent
 KILL_SEED = 0
@@ -137,7 +138,7 @@ def test_a_checkpoint_counts_only_when_complete(tmp_path, damage, problem):
     assert problem in checkpoint_problem(tmp_path / "checkpoint-12")
     found, skipped = find_resume_checkpoint(tmp_path)
     assert found == tmp_path / "checkpoint-6" and list(skipped) == [tmp_path / "checkpoint-12"]
-    with pytest.raises(OutputDirError, match=rf"resume_from_checkpoint={tmp_path / 'checkpoint-12'} cannot be"):
+    with pytest.raises(OutputDirError, match=rf"--resume_from_checkpoint {tmp_path / 'checkpoint-12'} cannot be"):
         resolve_resume(str(tmp_path / "checkpoint-12"), tmp_path)
 
 
@@ -154,7 +155,7 @@ def test_output_dir_rules(tmp_path):
     (tmp_path / "metrics.json").write_text("{}")
     with pytest.raises(OutputDirError, match=r"a finished run and no complete checkpoint to resume \(metrics.json\)"):
         check_output_dir(tmp_path, overwrite=False, resume_from=None, auto=True)
-    with pytest.raises(OutputDirError, match="but overwrite_output_dir=true replaces the run: keep one"):
+    with pytest.raises(OutputDirError, match="but --overwrite_output_dir replaces the run: keep one"):
         check_output_dir(tmp_path, overwrite=True, resume_from=str(tmp_path / "checkpoint-6"))
 
 
@@ -163,9 +164,9 @@ def test_dpo_refuses_an_output_dir_holding_a_run(tmp_path):
     (tmp_path / "dpo" / "metrics.json").write_text("{}")
     args = RecommenderDPOConfig(output_dir=str(tmp_path / "dpo"), report_to="none", use_cpu=True)
     script_args = DPOScriptArguments(sft_dir=str(tmp_path / "absent-sft"))
-    with pytest.raises(OutputDirError, match=r"replace it with overwrite_output_dir=true, or choose another"):
-        run_dpo(args, script_args)
+    with pytest.raises(OutputDirError, match=r"replace it with --overwrite_output_dir, or choose another"):
+        main(script_args, args)
     assert (tmp_path / "dpo" / "metrics.json").read_text() == "{}"
     args.overwrite_output_dir = True  # the check passes, and the run stops at the next one: no SFT model
     with pytest.raises(FileNotFoundError, match="No SFT model"):
-        run_dpo(args, script_args)
+        main(script_args, args)

@@ -1,20 +1,25 @@
 """End-to-end training with `python -m hf_sasrec.sft` on a tiny dataset: outputs, bad input, resumption, run
-folders that are never replaced without being asked."""
+folders that are never replaced without being asked, evaluation settings read from the training arguments, inputs
+prepared on first use."""
 
 import json
 import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from datasets import DatasetDict
 from sft_helpers import cut_in_half, tiny_run_arguments, write_tiny_dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from hf_sasrec import evaluate, sft
+from hf_sasrec.configuration_sasrec import SASRecConfig
+from hf_sasrec.data_collator import NextItemCollator
+from hf_sasrec.modeling_sasrec import SASRecForCausalLM
 from hf_sasrec.sft_trainer import NextItemTrainer
-from hf_sasrec.training_args import DataArguments, ModelArguments, parse_sft_args
+from hf_sasrec.training_args import DataArguments, ModelArguments, SFTTrainingArguments, parse_sft_args
 
 RESUMABLE_RUN = {"num_train_epochs": 3, "hidden_dropout_prob": 0.3, "attention_dropout": 0.1}
 
@@ -96,18 +101,6 @@ def test_tisasrec_trains_on_the_timestamps_of_the_data(data_dir, tmp_path):
     assert metrics["test_full/hr@10"] > 0.6
 
 
-def test_overrides_reach_training_arguments_and_config(tmp_path):
-    config = tmp_path / "run.yaml"
-    config.write_text("model_config: model_configs/sasrec_moe\nlearning_rate: 1e-3\nnum_experts: 8\n")
-    model_args, data_args, training_args, fields = parse_sft_args(
-        [str(config), "num_experts_per_tok=3", "max_length=30", "per_device_train_batch_size=7"]
-    )
-    assert model_args.model_type == "sasrec_moe"
-    assert training_args.learning_rate == 1e-3 and training_args.per_device_train_batch_size == 7
-    assert data_args.max_length == 30
-    assert fields["num_experts"] == 8 and fields["num_experts_per_tok"] == 3 and fields["hidden_size"] == 64
-
-
 @pytest.mark.parametrize(
     ("overrides", "error", "message"),
     [
@@ -187,13 +180,13 @@ def test_auto_resume_skips_a_broken_best_checkpoint_and_ends_without_it(data_dir
 
 def test_a_run_in_output_dir_is_refused_unless_resumed_or_overwritten(data_dir, tmp_path, monkeypatch, capsys):
     """A second run into a finished run's folder stops before loading data and leaves it as it was; the message names
-    both ways on, and `overwrite_output_dir=true` replaces the run, old checkpoints included."""
+    both ways on, and `--overwrite_output_dir` replaces the run, old checkpoints included."""
     output_dir = tmp_path / "run"
     sft.main(tiny_run_arguments(data_dir, output_dir))
     weights = (output_dir / "model.safetensors").read_bytes()
     monkeypatch.setattr(sft, "load_processed_data", lambda *args: pytest.fail("the data was loaded"))
     rerun = tiny_run_arguments(data_dir, output_dir, num_train_epochs=3)
-    with pytest.raises(ValueError, match=r"resume_from_checkpoint=auto .*overwrite_output_dir=true"):
+    with pytest.raises(ValueError, match=r"--resume_from_checkpoint auto .*--overwrite_output_dir"):
         sft.main(rerun)
     monkeypatch.setattr(sys, "argv", ["hf_sasrec.sft", *rerun])
     with pytest.raises(SystemExit) as stopped:
@@ -238,7 +231,8 @@ def test_early_stopping_and_the_best_epoch_are_in_the_log_and_metrics(data_dir, 
 def test_an_interrupted_write_keeps_the_previous_metrics_and_run_info(data_dir, tmp_path, monkeypatch, name):
     """A write of the run folder killed half way through `name` leaves its previous content, not half a file."""
     tokenizer = AutoTokenizer.from_pretrained(data_dir / "tokenizer")
-    arguments = (tokenizer, ModelArguments(model_type="sasrec"), DataArguments(data_dir=str(data_dir)))
+    training_args = SFTTrainingArguments(output_dir=str(tmp_path), report_to="none")
+    arguments = (tokenizer, ModelArguments(model_type="sasrec"), DataArguments(data_dir=str(data_dir)), training_args)
     sft.write_run_folder(str(tmp_path), *arguments, {"test_full/ndcg@10": 0.5}, ["first"])
     before = (tmp_path / name).read_text()
     write_text = Path.write_text
@@ -253,3 +247,46 @@ def test_an_interrupted_write_keeps_the_previous_metrics_and_run_info(data_dir, 
     with pytest.raises(KeyboardInterrupt):
         sft.write_run_folder(str(tmp_path), *arguments, {"test_full/ndcg@10": 0.25}, ["second"])
     assert (tmp_path / name).read_text() == before
+
+
+def test_trainer_evaluates_as_its_training_arguments_say(data_dir, tmp_path):
+    """`NextItemTrainer.evaluate` ranks with the protocol, negatives and history rule of `SFTTrainingArguments` and
+    cuts histories to the collator's `max_length`."""
+    arguments = tiny_run_arguments(data_dir, tmp_path / "run", max_length=4)
+    sampled = ["--eval_protocol=sampled", "--metric_for_best_model=sampled/ndcg@10", "--num_sampled_negatives=7"]
+    _, data_args, training_args, _ = parse_sft_args([*arguments, *sampled])
+    valid = DatasetDict.load_from_disk(str(data_dir))["valid"]
+    torch.manual_seed(0)
+    model = SASRecForCausalLM(SASRecConfig(vocab_size=35, hidden_size=16, num_attention_heads=2)).eval()
+    trainer = NextItemTrainer(
+        model=model, args=training_args, eval_dataset=valid, data_collator=NextItemCollator(data_args.max_length)
+    )
+    logged = trainer.evaluate()
+    expected = sft.evaluate_next_item(
+        model,
+        valid,
+        protocol="sampled",
+        num_sampled_negatives=7,
+        batch_size=training_args.per_device_eval_batch_size,
+        max_length=4,
+        seed=training_args.seed,
+    )
+    assert {name.removeprefix("eval_") for name in logged if "/" in name} == set(expected)
+    for name, value in expected.items():
+        assert logged[f"eval_{name}"] == pytest.approx(value), name
+    with pytest.raises(TypeError, match="NextItemTrainer needs SFTTrainingArguments"):
+        NextItemTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none"))
+
+
+def test_missing_embedded_data_and_item_text_are_prepared_on_first_use(tmp_path, monkeypatch):
+    """`data/ml-100k` (the embedded MovieLens-100K) and `DATA_DIR/item_text.npy` are written when a run reads them
+    and they are absent; any other absent folder is left to the missing-data error."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sft, "load_encoder", lambda: lambda texts: np.ones((len(texts), 3), dtype=np.float32))
+    sft.prepare_missing_inputs(ModelArguments(), DataArguments(data_dir="data/other"))
+    assert not (tmp_path / "data").exists()
+    sft.prepare_missing_inputs(ModelArguments(item_embeddings="data/ml-100k/item_text.npy"), DataArguments())
+    stats = json.loads((tmp_path / "data" / "ml-100k" / "stats.json").read_text())
+    assert stats["num_users"] == 943
+    vectors = np.load(tmp_path / "data" / "ml-100k" / "item_text.npy")
+    assert vectors.shape == (stats["vocab_size"], 3) and vectors[:5].sum() == 0 and vectors[5:].min() == 1

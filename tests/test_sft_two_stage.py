@@ -56,9 +56,9 @@ def write_stage_configs(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
 
 
 def run_two_stages(tmp_path: Path) -> subprocess.CompletedProcess:
-    """`bash scripts/sft.sh stage1.yaml stage2.yaml seed=3` on the configs of [`write_stage_configs`]."""
+    """`bash scripts/sft.sh stage1.yaml stage2.yaml --seed 3` on the configs of [`write_stage_configs`]."""
     return subprocess.run(
-        ["bash", "scripts/sft.sh", str(tmp_path / "stage1.yaml"), str(tmp_path / "stage2.yaml"), "seed=3"],
+        ["bash", "scripts/sft.sh", str(tmp_path / "stage1.yaml"), str(tmp_path / "stage2.yaml"), "--seed", "3"],
         cwd=ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         capture_output=True,
@@ -81,7 +81,7 @@ def test_two_stage_training_in_one_call(tmp_path):
     assert not torch.allclose(second[5:], first[5:])
     assert (second[5:] - first[5:]).norm() < first[5:].norm()
     assert json.loads((stage2 / "run_info.json").read_text())["model_type"] == "sasrec"
-    assert "seed=3" in json.loads((stage2 / "run_info.json").read_text())["command"]
+    assert json.loads((stage2 / "run_info.json").read_text())["command"][-2:] == ["--seed", "3"]
 
 
 def test_a_second_stage_that_would_replace_a_run_is_refused_before_the_first_trains(tmp_path):
@@ -92,5 +92,5 @@ def test_a_second_stage_that_would_replace_a_run_is_refused_before_the_first_tra
     assert refused.returncode != 0 and not stage1.exists()
     message = refused.stderr.strip().splitlines()[-1]
     assert message.startswith(f"hf_sasrec.checkpoints: output_dir {str(stage2)!r} already holds files (metrics.json)")
-    assert "resume_from_checkpoint=auto" in message and "overwrite_output_dir=true" in message
+    assert "--resume_from_checkpoint auto" in message and "--overwrite_output_dir" in message
     assert (stage2 / "metrics.json").read_text() == "{}"
