@@ -172,7 +172,7 @@ def games_part(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     users = user_states(model, histories, args.max_length)
     encode_s = time.perf_counter() - start
-    weights = model.get_output_embeddings().weight.detach().float()
+    weights = model.item_embeddings().detach().float()
     return {
         "items": num_items,
         "users": len(histories),

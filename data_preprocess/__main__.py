@@ -52,6 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--valid-start", type=int, help="time split: start of the valid window (unix time)")
     parser.add_argument("--test-start", type=int, help="time split: start of the test window (unix time)")
     parser.add_argument("--on-error", default="raise", choices=("raise", "skip"), help="on a malformed line")
+    parser.add_argument(
+        "--cold-items",
+        type=float,
+        metavar="FRACTION",
+        help="hold this fraction of the items out of the train split (the cold-item protocol; cold_items.json)",
+    )
+    parser.add_argument("--cold-items-seed", type=int, default=0, help="seed of the cold items' draw (default 0)")
     mapping = parser.add_argument_group("column mapping (csv, jsonl, parquet, history-csv, atomic)")
     mapping.add_argument("--user-col", help="user column (default user_id; userId for MovieLens CSV)")
     mapping.add_argument("--item-col", help="item column (default item_id; history_item_id for history-csv)")
@@ -151,6 +158,8 @@ def prepare_from_args(args: argparse.Namespace) -> None:
         name=args.name,
         on_error=args.on_error,
         features=feature_sources(args),
+        cold_items=args.cold_items,
+        cold_items_seed=args.cold_items_seed,
     )
 
 

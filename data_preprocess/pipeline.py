@@ -12,6 +12,7 @@ from datasets import DatasetDict
 from transformers import PreTrainedTokenizerFast
 
 from .atomic_files import atomic_write_json
+from .cold_items import COLD_ITEMS_FILE, hold_out_cold_items
 from .errors import PreprocessingError, logger, record_drops
 from .features import FEATURES_FOLDER, Features, FeatureSources, build_features, save_features
 from .filtering import (
@@ -37,6 +38,7 @@ OUTPUT_ENTRIES = (
     "item_titles.json",
     "low_rated.json",
     FEATURES_FOLDER,
+    COLD_ITEMS_FILE,
 )
 MARKERS = ("dataset_dict.json", "stats.json")
 WRITTEN_BY = "python -m data_preprocess"
@@ -111,6 +113,7 @@ def _save(
     titles: dict[int, ItemInfo],
     low_rated: dict[str, list[int]] | None,
     features: Features | None,
+    cold_items: dict | None,
 ) -> None:
     """Write the output folder as a whole (see `data_preprocess.output`), keeping the entries of a previous output
     that `prepare` does not write."""
@@ -124,6 +127,8 @@ def _save(
             atomic_write_json(folder / "item_titles.json", titles_by_id, indent=None)
         if low_rated is not None:
             atomic_write_json(folder / "low_rated.json", low_rated, indent=None)
+        if cold_items is not None:
+            atomic_write_json(folder / COLD_ITEMS_FILE, cold_items, indent=None)
         atomic_write_json(folder / "stats.json", stats, indent=1)
         kept = carry_over(output, folder, (*OUTPUT_ENTRIES, *splits))
         _warn_if_vocabulary_changed(output, folder, kept)
@@ -149,6 +154,8 @@ def prepare(
     name: str | None = None,
     on_error: OnError = "raise",
     features: FeatureSources | Literal["auto"] | None = "auto",
+    cold_items: float | None = None,
+    cold_items_seed: int = 0,
 ) -> tuple[DatasetDict, PreTrainedTokenizerFast]:
     """Read an interaction log, filter it, number the items by popularity, split it, and save it all to `output`.
 
@@ -164,6 +171,8 @@ def prepare(
     `features`: item and user tables and modality embedding tables to write under `features/` (see
     `data_preprocess.feature_schema`); `"auto"` (the default) is MovieLens-100K's own features
     (`FeatureSources.movielens_100k()`) for the embedded data set, none for an `input`.
+    `cold_items`: the fraction of the items held out of the train split (drawn with `cold_items_seed`), for the
+    cold-item protocol (see `data_preprocess.cold_items`); written to `cold_items.json`.
     Saved to `output` (when given): the `DatasetDict`, `tokenizer/`, `stats.json`, `item_titles.json` where titles
     exist, `low_rated.json` where ratings exist and `features/` where features are given. The folder is replaced
     as a whole once complete (a failure leaves the previous one); an existing `output` must be empty or a previous
@@ -232,12 +241,25 @@ def prepare(
         "split": split,
         "on_error": on_error,
         "features": None if features is None else features.describe(),
+        "cold_items": cold_items,
+        "cold_items_seed": cold_items_seed,
     }
     if split == "time":
         args["valid_start"], args["test_start"] = time_cutoffs(sequences.timestamps, valid_start, test_start)
         splits = time_split(sequences, max_length, args["valid_start"], args["test_start"], dropped)
     else:
         splits = leave_one_out(sequences, max_length)
+    cold = None
+    if cold_items is not None:
+        splits, cold_ids, cold_stats = hold_out_cold_items(
+            splits, NUM_SPECIAL_TOKENS, len(tokenizer), cold_items, cold_items_seed
+        )
+        cold = {
+            "fraction": cold_items,
+            "seed": cold_items_seed,
+            "token_ids": cold_ids,
+            "items": [keys[token_id - NUM_SPECIAL_TOKENS] for token_id in cold_ids],
+        }
     stats = {
         "dataset": name,
         **_stats(sequences, len(keys)),
@@ -250,6 +272,8 @@ def prepare(
         "dropped": dict(sorted(dropped.items())),
         "args": args,
     }
+    if cold_items is not None:
+        stats["cold_items"] = cold_stats
     built = None
     if output is not None and features is not None:
         built = build_features(features, tokenizer, sequences.user_keys.tolist(), on_error)
@@ -268,7 +292,7 @@ def prepare(
         low_rated = None
         if low_rated_pairs is not None:
             low_rated = low_rated_by_user(low_rated_pairs, sequences.user_keys, item2id)
-        _save(Path(output), splits, tokenizer, stats, titles, low_rated, built)
+        _save(Path(output), splits, tokenizer, stats, titles, low_rated, built, cold)
     return splits, tokenizer
 
 

@@ -214,6 +214,12 @@ def model_item_embeddings(model_path: str | Path) -> np.ndarray:
     path = Path(model_path) / SAFE_WEIGHTS_NAME
     if not path.is_file():
         raise PreprocessingError(f"{path} not found: --model takes a checkpoint folder saved by hf_sasrec training")
+    config_path = Path(model_path) / "config.json"
+    if config_path.is_file() and json.loads(config_path.read_text(encoding="utf-8")).get("item_features"):
+        raise PreprocessingError(
+            f"{model_path} scores items by their features: its item vectors are computed by the model, not stored; "
+            "use hf_sasrec.checkpoint_loading.checkpoint_item_vectors (as hf_sasrec.dpo and hf_sasrec.semantic_ids do)"
+        )
     with safe_open(path, framework="numpy") as weights:
         stored = set(weights.keys())
         name = next((name for name in OUTPUT_EMBEDDINGS if name in stored), None)

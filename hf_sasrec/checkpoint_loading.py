@@ -19,6 +19,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError, RepositoryNotFoundError
@@ -31,6 +32,8 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+from data_preprocess.preference import model_item_embeddings
 
 from .item_tokenizer import vocabulary_fingerprint
 
@@ -178,11 +181,24 @@ def load_checkpoint(
     return checkpoint, model, tokenizer
 
 
+def checkpoint_item_vectors(path: str | Path) -> np.ndarray:
+    """The item vectors that score items in the checkpoint `path`, `[vocab_size, hidden]` float32: read from its
+    weights without running the model when they are stored (an id-only model), else computed by the loaded model
+    from its items' features."""
+    config = json.loads((resolve_checkpoint(path) / CONFIG_FILE).read_text(encoding="utf-8"))
+    if not config.get("item_features"):
+        return model_item_embeddings(path)
+    _, model, _ = load_checkpoint(path)
+    with torch.no_grad():
+        return model.item_embeddings().float().cpu().numpy()
+
+
 __all__ = [
     "ITEM_VOCAB_FINGERPRINT",
     "check_finite_weights",
     "check_item_vocabulary",
     "check_model_code",
+    "checkpoint_item_vectors",
     "load_checkpoint",
     "record_item_vocabulary",
     "resolve_checkpoint",

@@ -1,10 +1,38 @@
 """Configuration of SASRec, the base of every variant in this package."""
 
+import re
+
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 LOSS_TYPES = ("ce", "sampled_softmax", "bce", "infonce")
 NEGATIVE_SAMPLERS = ("uniform", "log_uniform")
+ITEM_FEATURE_KINDS = ("categorical", "multi", "numeric", "embedding", "codes")
+ITEM_FUSIONS = ("sum", "concat")
+
+
+def check_item_features(item_features: list[dict], item_fusion: str, use_item_id: bool) -> None:
+    """Raise `ValueError` naming the first feature (or setting) that cannot build an item encoder."""
+    if item_fusion not in ITEM_FUSIONS:
+        raise ValueError(f"Unknown item_fusion {item_fusion!r}; expected one of {ITEM_FUSIONS}.")
+    if not use_item_id and not item_features:
+        raise ValueError("use_item_id=False needs item_features: a model must know its items by id or by content.")
+    names = set()
+    for spec in item_features or []:
+        name, kind = spec.get("name"), spec.get("kind")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in names:
+            raise ValueError(f"item feature {spec}: `name` must be unique, of letters, digits, '_' and '-'.")
+        names.add(name)
+        if kind not in ITEM_FEATURE_KINDS:
+            raise ValueError(f"item feature {name!r}: unknown kind {kind!r}; expected one of {ITEM_FEATURE_KINDS}.")
+        required = {"categorical": ("vocab_size",), "multi": ("vocab_size", "max_values"), "embedding": ("dim",)}
+        for key in required.get(kind, ()):
+            if not isinstance(spec.get(key), int) or spec[key] < 1:
+                raise ValueError(f"item feature {name!r} ({kind}): `{key}` must be a positive integer.")
+        if kind == "codes" and not (
+            spec.get("level_sizes") and all(isinstance(size, int) and size > 0 for size in spec["level_sizes"])
+        ):
+            raise ValueError(f"item feature {name!r} (codes): `level_sizes` must list positive integers.")
 
 
 @strict
@@ -37,6 +65,14 @@ class SASRecConfig(PreTrainedConfig):
         negative_sampler: `"uniform"` over items, or `"log_uniform"` (Zipfian over popularity-ordered ids).
         logq_correction: subtract the log sampling probability from the logits of sampled negatives.
         temperature: logit temperature of `"infonce"` and `"sampled_softmax"`.
+        item_features: the item features the item encoder reads (`None`: items are known by id alone), a list of
+            dicts with `name` and `kind` (see `hf_sasrec.item_encoder`); set by training from the data's
+            `features/` folder and semantic ids, their values saved with the weights. With item features, items are
+            scored against their fused vectors and `tie_word_embeddings` is `False` (there is no separate head).
+        item_fusion: how the item encoder fuses the id embedding and the features: `"sum"` or `"concat"` (a linear
+            map of the concatenation).
+        use_item_id: whether items have an id embedding; `False` (with `item_features`) gives a content-only model,
+            which scores an item it never saw in training from its features.
     """
 
     model_type = "sasrec"
@@ -60,12 +96,17 @@ class SASRecConfig(PreTrainedConfig):
     negative_sampler: str = "uniform"
     logq_correction: bool = True
     temperature: float | int = 1.0
+    item_features: list[dict] | None = None
+    item_fusion: str = "sum"
+    use_item_id: bool = True
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
         if self.intermediate_size is None:
             self.intermediate_size = self.hidden_size
+        if self.item_features:
+            self.tie_word_embeddings = False
         self.check_values()
         super().__post_init__(**kwargs)
 
@@ -104,6 +145,7 @@ class SASRecConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}.")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}.")
+        check_item_features(self.item_features, self.item_fusion, self.use_item_id)
 
     @property
     def num_items(self) -> int:

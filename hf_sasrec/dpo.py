@@ -27,10 +27,10 @@ from datasets import Dataset, load_from_disk
 from torch import nn
 
 from data_preprocess.atomic_files import atomic_directory, atomic_write_json
-from data_preprocess.preference import build_preference_pairs, model_item_embeddings
+from data_preprocess.preference import build_preference_pairs
 
 from .argument_parser import ArgumentError, RecommenderArgumentParser
-from .checkpoint_loading import check_item_vocabulary, load_checkpoint
+from .checkpoint_loading import check_item_vocabulary, checkpoint_item_vectors, load_checkpoint
 from .checkpoints import OutputDirError, check_output_dir
 from .dpo_config import RecommenderDPOConfig
 from .dpo_trainer import RecommenderDPOTrainer
@@ -79,7 +79,7 @@ def make_parser() -> RecommenderArgumentParser:
 def build_preferences(script_args: DPOScriptArguments, data_dir: str, output_dir: Path) -> Dataset:
     """Preference pairs of the data issue's builder (`data_preprocess.preference`) from the training split, saved to
     `output_dir`; hard negatives are the nearest items in the SFT model's item-embedding space."""
-    embeddings = model_item_embeddings(script_args.sft_dir) if script_args.source == "hard" else None
+    embeddings = checkpoint_item_vectors(script_args.sft_dir) if script_args.source == "hard" else None
     logger.info("Building %s preference pairs from %s into %s", script_args.source, data_dir, output_dir)
     pairs = build_preference_pairs(
         data_dir,

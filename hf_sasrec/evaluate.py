@@ -6,7 +6,8 @@
 `CKPT` is a run folder of `hf_sasrec.sft` (or any `save_pretrained` folder of this package's models, or a Hub
 repository id). The data folder and history length default to the run's `run_info.json`. The model is loaded and
 checked by `load_checkpoint` (no code from the folder runs without `--trust-remote-code`), and the data folder's
-tokenizer must be the model's item vocabulary. Prints the metrics table; `--output` writes the metrics as JSON.
+tokenizer must be the model's item vocabulary. A data folder prepared with `--cold-items` adds the metrics of
+cold-target and warm-target users. Prints the metrics table; `--output` writes the metrics as JSON.
 """
 
 import argparse
@@ -17,7 +18,7 @@ from data_preprocess.atomic_files import atomic_write_json
 
 from .checkpoint_loading import check_item_vocabulary, load_checkpoint
 from .evaluation import PROTOCOLS, evaluate_next_item, metrics_table
-from .processed_data import drop_short_rows, load_processed_data
+from .processed_data import cold_item_ids, drop_short_rows, load_processed_data
 from .run_info import RunInfo
 
 logger = logging.getLogger("hf_sasrec.evaluate")
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             batch_size=args.batch_size,
             max_length=args.max_length or info.max_length,
             seed=args.seed,
+            cold_items=cold_item_ids(data_dir),
         )
         metrics.update({f"{args.split}_{name}": value for name, value in scores.items()})
     print(metrics_table(metrics, prefix=f"{args.split}_"))

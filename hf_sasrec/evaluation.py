@@ -11,13 +11,17 @@ target is ranked
   interacted with (neither history nor target), as in the SASRec paper;
   seeded per user, so reproducible whatever the batch size.
 
+With `cold_items` (the items a model was trained without, `cold_items.json` of a data folder prepared with
+`--cold-items`), the metrics are also reported over the users whose target is a cold item (`{protocol}_cold/...`)
+and over the others (`{protocol}_warm/...`), ranked exactly as for all users.
+
 Ties are counted pessimistically: the rank of the target is the number of other candidates scoring at least as high,
 so a model that gives every item the same score ranks every target last. Users are scored in chunks of `batch_size`:
 at most one `[batch_size, vocab_size]` score matrix exists at a time.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 
@@ -133,6 +137,7 @@ def evaluate_next_item(
     batch_size: int = 512,
     max_length: int | None = None,
     seed: int = 0,
+    cold_items: Collection[int] | None = None,
 ) -> dict[str, float]:
     """Leave-one-out next-item metrics of `model` on `dataset` (see the module docstring for the protocols).
 
@@ -147,11 +152,14 @@ def evaluate_next_item(
         batch_size: users scored at once; bounds memory to one `[batch_size, vocab_size]` score matrix.
         max_length: history items fed to the model (the last ones); default `config.max_position_embeddings`.
         seed: seed of the negative sampler.
+        cold_items: token ids of items held out of training; adds the metrics of cold-target and warm-target users.
 
     Returns:
         `{"{protocol}/hr@K", "{protocol}/ndcg@K" for K in k_values, "{protocol}/mrr", "{protocol}/coverage@10",
-        "{protocol}/num_users"}`; coverage@10 is the share of the catalog that appears in at least one user's top 10
-        (of the catalog for `full`, of the user's candidates for `sampled`).
+        "{protocol}/num_users"}`, and with `cold_items` the same ranking metrics and `num_users` under
+        `"{protocol}_cold/..."` and `"{protocol}_warm/..."` (only `num_users`, 0, for a group without users);
+        coverage@10 is the share of the catalog that appears in at least one user's top 10 (of the catalog for
+        `full`, of the user's candidates for `sampled`).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; expected one of {PROTOCOLS}.")
@@ -167,7 +175,7 @@ def evaluate_next_item(
     )
     was_training = model.training
     model.eval()
-    all_ranks, recommended = [], torch.zeros(vocab_size, dtype=torch.bool)
+    all_ranks, all_targets, recommended = [], [], torch.zeros(vocab_size, dtype=torch.bool)
     for start in range(0, len(dataset), batch_size):
         rows = rows_of(dataset, start, start + batch_size)
         batch = collator(rows)
@@ -185,11 +193,19 @@ def evaluate_next_item(
             negatives = sample_negatives(interacted, num_special, num_sampled_negatives, seed, first_user=start)
             ranks, top_items = sampled_ranking(scores, targets, negatives)
         all_ranks.append(ranks)
+        all_targets.append(targets)
         recommended[top_items.flatten()] = True
     model.train(was_training)
-    metrics = ranking_metrics(torch.cat(all_ranks), k_values, protocol)
+    ranks = torch.cat(all_ranks)
+    metrics = ranking_metrics(ranks, k_values, protocol)
     metrics[f"{protocol}/coverage@{COVERAGE_K}"] = recommended[num_special:].sum().item() / (vocab_size - num_special)
     metrics[f"{protocol}/num_users"] = float(len(dataset))
+    if cold_items is not None:
+        cold = torch.isin(torch.cat(all_targets), torch.as_tensor(list(cold_items), dtype=torch.long))
+        for group, members in ((f"{protocol}_cold", cold), (f"{protocol}_warm", ~cold)):
+            if members.any():
+                metrics.update(ranking_metrics(ranks[members], k_values, group))
+            metrics[f"{group}/num_users"] = float(members.sum())
     return metrics
 
 
@@ -198,7 +214,7 @@ def metrics_table(metrics: dict[str, float], prefix: str = "") -> str:
     rows = {}
     for name, value in metrics.items():
         protocol, slash, metric = name.removeprefix(prefix).partition("/")
-        if name.startswith(prefix) and slash and protocol in PROTOCOLS:
+        if name.startswith(prefix) and slash and protocol.partition("_")[0] in PROTOCOLS:
             rows.setdefault(protocol, {})[metric] = value
     if not rows:
         return ""

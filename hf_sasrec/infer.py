@@ -8,6 +8,8 @@ items are the user's history, so for `test` (history + held-out item) the recomm
 about the user. `--holdout-last` instead recommends from each row without its last item and reports HR@K against it.
 Or from `--history-file`, a JSONL file of `{"user_id": ..., "items": [raw keys], "timestamps": [...]}` lines (raw
 keys of users the model never saw; `timestamps` for `tisasrec`; `user_id` defaults to the line number).
+`--new-items F.jsonl` adds items that arrived after training (`{"item_id": ..., FEATURE: VALUE, ..., "embeddings":
+{MODALITY: [...]}}` a line) to a model trained with item features, scored from their content, before recommending.
 
 Writes `recommendations.jsonl` (`user_id`, `items`, `scores`, `fallback`, `unknown_items`), `recommendations.csv`
 (one row a recommendation: `user_id, rank, item, score`) and `summary.json` into the output folder, each atomically.
@@ -47,7 +49,11 @@ def split_users(recommender: Recommender, data_dir: str, split: str, holdout_las
     """Users of a processed split as `{"user_id", "ids", "timestamps", "target"}` (token ids; `target` only with
     `holdout_last`). The split's tokenizer must be the model's."""
     splits, _, data_tokenizer = load_processed_data(data_dir)
-    if data_tokenizer.get_vocab() != recommender.tokenizer.get_vocab():
+    data_vocab = data_tokenizer.get_vocab()
+    model_vocab = {
+        token: index for token, index in recommender.tokenizer.get_vocab().items() if index < len(data_vocab)
+    }
+    if data_vocab != model_vocab:  # items added after training (--new-items) follow the data's
         raise ValueError(f"The tokenizer of {data_dir} is not the model's: the data was processed for another model.")
     if split not in splits:
         raise ValueError(f"{data_dir} has no split {split!r}; it has {list(splits)}.")
@@ -78,6 +84,35 @@ def history_file_users(path: str) -> Iterator[dict]:
                 "items": [str(key) for key in record["items"]],
                 "timestamps": record.get("timestamps"),
             }
+
+
+def read_new_items(path: str) -> tuple[dict[str, dict], dict[str, dict[str, list[float]]]]:
+    """Items of a JSONL file, one a line: `{"item_id": KEY, FEATURE: VALUE, ..., "embeddings": {MODALITY: [...]}}`,
+    as `Recommender.add_items` takes them (features, and vectors by modality); a malformed line is an error naming
+    it."""
+    items, embeddings = {}, {}
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number} is not valid JSON: {error}") from error
+            if not isinstance(record, dict) or record.get("item_id") in (None, ""):
+                raise ValueError(f'{path}:{number} needs an "item_id".')
+            key = str(record.pop("item_id"))
+            if key in items:
+                raise ValueError(f"{path}:{number}: item {key!r} appears twice.")
+            vectors = record.pop("embeddings", {})
+            if not isinstance(vectors, dict):
+                raise ValueError(f'{path}:{number}: "embeddings" must map a modality to a vector.')
+            items[key] = record
+            for modality, vector in vectors.items():
+                embeddings.setdefault(modality, {})[key] = vector
+    if not items:
+        raise ValueError(f"{path} holds no item.")
+    return items, embeddings
 
 
 def chunks(users: Iterator[dict], size: int) -> Iterator[list[dict]]:
@@ -168,6 +203,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", default=None, help="default: outputs/infer/<model path below outputs/>")
     parser.add_argument("--index-type", choices=INDEX_TYPES, default="flat", help="default: flat (exact search)")
     parser.add_argument("--no-save-index", action="store_true", help="do not write the index into the model folder")
+    parser.add_argument(
+        "--new-items",
+        default=None,
+        help="JSONL of items added before recommending, scored from their features (a model trained with features)",
+    )
     parser.add_argument("--batch-size", type=int, default=512, help="users encoded and searched at once")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="model device")
     parser.add_argument(
@@ -195,6 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
         batch_size=args.batch_size,
     )
     output = Path(args.output) if args.output else default_output_dir(args.model)
+    new_items = recommender.add_items(*read_new_items(args.new_items)) if args.new_items else []
     if args.history_file:
         users, recommend, source = history_file_users(args.history_file), recommend_history_chunk, args.history_file
     else:
@@ -218,6 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
         "users_per_second": len(records) / seconds if seconds else None,
         "popularity_fallbacks": sum(record["fallback"] == POPULARITY_FALLBACK for record in records),
         "unknown_items": sum(len(record["unknown_items"]) for record in records),
+        "new_items": len(new_items),
     }
     if args.holdout_last:
         summary[f"hr@{args.top_k}"] = sum(record["hit"] for record in records) / max(len(records), 1)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
@@ -19,6 +20,7 @@ from transformers.utils import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_sasrec import SASRecConfig
+from .item_encoder import ItemEncoder
 from .losses import next_item_loss, next_item_targets
 
 
@@ -206,7 +208,9 @@ class SASRecModel(SASRecPreTrainedModel):
     """The SASRec encoder: item (and position) embeddings, causal self-attention blocks, a final RMSNorm.
 
     Its `last_hidden_state` at a user's last real position is the user representation that scores every item
-    against the item embeddings.
+    against the item embeddings. An item's vector is its id embedding (`embed_tokens`), fused with its features by
+    the item encoder when the config has `item_features` (see `hf_sasrec.item_encoder`); `embed_tokens` is `None`
+    for a content-only model (`use_item_id=False`).
     """
 
     block_class: type[SASRecBlock] = SASRecBlock
@@ -214,7 +218,12 @@ class SASRecModel(SASRecPreTrainedModel):
 
     def __init__(self, config: SASRecConfig):
         super().__init__(config)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.embed_tokens = (
+            nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+            if config.use_item_id
+            else None
+        )
+        self.item_encoder = ItemEncoder(config) if config.item_features else None
         self.embedding_scale = config.hidden_size**0.5 if config.scale_embeddings else 1.0
         self.add_input_modules(config)
         self.embedding_dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -227,11 +236,46 @@ class SASRecModel(SASRecPreTrainedModel):
         """Modules between the item embeddings and the first block: learned absolute positions for SASRec."""
         self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
 
-    def get_input_embeddings(self) -> nn.Embedding:
+    def get_input_embeddings(self) -> nn.Embedding | None:
         return self.embed_tokens
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embed_tokens = value
+
+    def embed_items(self, item_ids: torch.LongTensor) -> torch.Tensor:
+        """The vectors of `item_ids` (`[...]` to `[..., hidden]`): id embeddings, fused with the items' features when
+        the model has an item encoder."""
+        id_embeddings = None if self.embed_tokens is None else self.embed_tokens(item_ids)
+        if self.item_encoder is None:
+            return id_embeddings
+        return self.item_encoder(item_ids, id_embeddings)
+
+    @torch.no_grad()
+    def add_items(self, tables: dict[str, torch.Tensor]) -> None:
+        """Grow the vocabulary by new items, scored from their features without retraining: `tables` holds their
+        item encoder rows (see `ItemEncoder.append_items`), one per new item, whose token ids follow the current
+        ones. A new item's id embedding is zero, so its vector is made of its content alone."""
+        if self.item_encoder is None:
+            raise ValueError(
+                "This model knows items by id only (no item_features): it cannot score an item it was not trained on."
+            )
+        count = len(next(iter(tables.values())))
+        self.item_encoder.append_items(tables)
+        if self.embed_tokens is not None:
+            old = self.embed_tokens.weight
+            grown = nn.Embedding(len(old) + count, old.shape[1], padding_idx=self.config.pad_token_id)
+            grown = grown.to(old.device, old.dtype)
+            grown.weight.copy_(torch.cat([old, old.new_zeros(count, old.shape[1])]))
+            self.embed_tokens = grown
+        self.config.vocab_size += count
+
+    def item_table(self) -> torch.Tensor:
+        """The vector of every token id, `[vocab_size, hidden]`: the id embedding table, or the item encoder's output
+        for every item (computed anew, so that gradients reach the encoder)."""
+        if self.item_encoder is None:
+            return self.embed_tokens.weight
+        device = next(self.item_encoder.parameters()).device
+        return self.embed_items(torch.arange(self.config.vocab_size, device=device))
 
     def embed(self, inputs_embeds: torch.Tensor, position_ids: torch.LongTensor) -> torch.Tensor:
         """Input of the first block: scaled item embeddings plus position embeddings, `[batch, length, hidden]`."""
@@ -270,7 +314,7 @@ class SASRecModel(SASRecPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
+            inputs_embeds = self.embed_items(input_ids)
         attention_mask = real_item_mask(input_ids, attention_mask, self.config.pad_token_id)
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)
@@ -340,7 +384,9 @@ class SASRecCompletionLogProbsOutput(ModelOutput):
 
 
 class SASRecForCausalLM(SASRecPreTrainedModel):
-    """SASRec with its next-item head: item scores are dot products with the (tied) item embeddings."""
+    """SASRec with its next-item head: item scores are dot products with the item vectors, [`item_embeddings`]: the
+    (tied) id embeddings, or, with item features, the item encoder's vectors of every item, which then serve the
+    input side as well (one encoding of the catalog a forward pass)."""
 
     base_model_class: type[SASRecModel] = SASRecModel
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
@@ -348,13 +394,18 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
     def __init__(self, config: SASRecConfig):
         super().__init__(config)
         self.model = self.base_model_class(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = None if config.item_features else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
         # Tied weights are never saved; naming them lets Trainer's `load_best_model_at_end` re-tie them silently.
         self._keys_to_ignore_on_save = set(self.all_tied_weights_keys)
 
-    def get_output_embeddings(self) -> nn.Linear:
+    def get_output_embeddings(self) -> nn.Linear | None:
         return self.lm_head
+
+    def item_embeddings(self) -> torch.Tensor:
+        """The vectors that score items, `[vocab_size, hidden]`: the head's weight (the tied id embeddings), or the
+        item encoder's vector of every item for a model with item features."""
+        return self.model.item_table() if self.lm_head is None else self.lm_head.weight
 
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
         """Save as transformers does, naming the encoder in `auto_map` too, so that both `AutoModel` and
@@ -410,15 +461,20 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
             [`SASRecCausalLMOutput`] with `logits` of shape `[batch, kept_positions, vocab_size]`, or, with
             `fused_lm_head`, [`SASRecCompletionLogProbsOutput`].
         """
+        item_vectors = self.item_embeddings()
+        real_items = real_item_mask(input_ids, attention_mask, self.config.pad_token_id)
+        encoder_input_ids = input_ids
+        if self.lm_head is None and inputs_embeds is None:  # the catalog is encoded once, for both sides
+            encoder_input_ids, inputs_embeds, attention_mask = None, F.embedding(input_ids, item_vectors), real_items
         outputs = self.model(
-            input_ids=input_ids,
+            input_ids=encoder_input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        attention_mask = real_item_mask(input_ids, attention_mask, self.config.pad_token_id)
+        attention_mask = real_items
         targets = None
         if labels is not None or shift_labels is not None:
             targets = next_item_targets(labels, shift_labels, attention_mask)
@@ -427,7 +483,7 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
                 raise ValueError("fused_lm_head=True scores targets: pass labels or shift_labels.")
             if shift_labels is None:  # the last position's target lies beyond `labels`
                 hidden_states, targets = hidden_states[:, :-1], targets[:, :-1]
-            scores = self.completion_log_probs(hidden_states, targets)
+            scores = self.completion_log_probs(hidden_states, targets, item_vectors)
             count = scores["label_mask"].sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
             head = self.causal_lm_output(
                 outputs, -scores["log_probs"].sum() / count, None, input_ids=input_ids, attention_mask=attention_mask
@@ -435,13 +491,13 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
             return SASRecCompletionLogProbsOutput(loss=head.loss, aux_loss=getattr(head, "aux_loss", None), **scores)
         loss = None
         if targets is not None:
-            loss = next_item_loss(
-                hidden_states, targets, self.lm_head.weight, self.config, input_ids, num_items_in_batch
-            )
-        logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
+            loss = next_item_loss(hidden_states, targets, item_vectors, self.config, input_ids, num_items_in_batch)
+        logits = F.linear(slice_logits_to_keep(hidden_states, logits_to_keep), item_vectors)
         return self.causal_lm_output(outputs, loss, logits, input_ids=input_ids, attention_mask=attention_mask)
 
-    def completion_log_probs(self, hidden_states: torch.Tensor, targets: torch.LongTensor) -> dict[str, torch.Tensor]:
+    def completion_log_probs(
+        self, hidden_states: torch.Tensor, targets: torch.LongTensor, item_vectors: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Log-probability of each target item, normalised over items (special tokens excluded), computed at the
         positions that have a target only: a preference completion is one item or a few, so this costs a
         `[completion items, num_items]` product instead of `[batch, length, vocab_size]` logits.
@@ -449,6 +505,7 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
         Args:
             hidden_states: `[batch, positions, hidden]`, the encoder's states.
             targets: `[batch, positions]`, the item each position predicts; `-100` or a special id where none.
+            item_vectors: `[vocab_size, hidden]`, [`item_embeddings`] when already computed.
 
         Returns:
             `log_probs`, `entropy`, `log_sum_sq_probs`, `mean_logits` and `is_top1`, each `[batch, positions]` and
@@ -457,7 +514,9 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
         """
         num_special_tokens = self.config.num_special_tokens
         mask = targets >= num_special_tokens
-        logits = hidden_states[mask] @ self.lm_head.weight[num_special_tokens:].T  # [num_targets, num_items]
+        if item_vectors is None:
+            item_vectors = self.item_embeddings()
+        logits = hidden_states[mask] @ item_vectors[num_special_tokens:].T  # [num_targets, num_items]
         log_probs = logits.float().log_softmax(-1)
         items = (targets[mask] - num_special_tokens)[:, None]
         with torch.no_grad():

@@ -8,6 +8,8 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from data_preprocess.cold_items import COLD_ITEMS_FILE
+
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
@@ -52,6 +54,13 @@ def load_processed_data(
     stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
     tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
     return splits, stats, tokenizer
+
+
+def cold_item_ids(data_dir: str | Path) -> list[int] | None:
+    """The token ids of the items held out of training (`cold_items.json`, written by `python -m data_preprocess
+    --cold-items FRACTION`), or `None` when the data folder has none."""
+    path = Path(data_dir) / COLD_ITEMS_FILE
+    return json.loads(path.read_text(encoding="utf-8"))["token_ids"] if path.is_file() else None
 
 
 def drop_short_rows(split: Dataset, name: str) -> Dataset:

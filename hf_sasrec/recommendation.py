@@ -60,7 +60,7 @@ def user_representations(
     inputs = {"input_ids": input_ids, "attention_mask": input_ids.ne(config.pad_token_id)}
     if timestamps is not None:
         inputs["timestamps"] = left_pad([list(times)[-max_length:] for times in timestamps], 0)
-    device = model.get_output_embeddings().weight.device
+    device = next(model.parameters()).device
     inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
     hidden = model.model(**inputs).last_hidden_state
     return last_real_states(hidden, inputs["attention_mask"]).float()
@@ -154,7 +154,7 @@ class NextItemRecommender:
     @property
     def item_embeddings(self) -> torch.Tensor:
         """The output layer the scores come from: `[vocab, hidden]`."""
-        return self.model.get_output_embeddings().weight
+        return self.model.item_embeddings()
 
     @property
     def num_items(self) -> int:

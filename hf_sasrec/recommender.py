@@ -18,16 +18,18 @@ pipeline (`hf_sasrec.pipeline_next_item`) runs as well: the two give the same re
 """
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .checkpoint_loading import load_checkpoint
-from .item_tokenizer import item_keys
+from .checkpoint_loading import ITEM_VOCAB_FINGERPRINT, load_checkpoint
+from .item_tokenizer import build_item_tokenizer, item_keys, vocabulary_fingerprint
 from .model_card import push_to_hub, save_for_hub
+from .new_items import encode_new_items
 from .recommendation import POPULARITY_FALLBACK as POPULARITY_FALLBACK  # re-exported: callers import it from here
 from .recommendation import ItemKeys, NextItemRecommender
 from .recommendation import user_representations as user_representations  # re-exported as well
@@ -114,7 +116,7 @@ class Recommender(NextItemRecommender):
         checkpoint, model, tokenizer = load_checkpoint(path, trust_remote_code=trust_remote_code, device=device)
         index = load_or_build_item_index(
             checkpoint,
-            model.get_output_embeddings().weight,
+            model.item_embeddings(),
             model.config.num_special_tokens,
             index_config,
             save=save_index,
@@ -122,6 +124,45 @@ class Recommender(NextItemRecommender):
         run_info = RunInfo.load(checkpoint, missing_ok=True)
         kwargs.setdefault("max_length", history_max_length(run_info, model))
         return cls(model, tokenizer, index=index, run_info=run_info, **kwargs)
+
+    def add_items(
+        self,
+        items: Mapping[str, Mapping[str, Any]],
+        embeddings: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    ) -> list[int]:
+        """Add items that arrived after training, without retraining: a model with item features scores them from
+        their content (see `hf_sasrec.new_items` for the values a feature takes). They get the next token ids, in
+        the order of `items`; the tokenizer, the model (its item encoder's rows and, with id embeddings, a zero id
+        embedding each), the item-vocabulary fingerprint of its config and the Faiss index (with its weights
+        fingerprint) grow with them. Returns their token ids.
+
+        Args:
+            items: raw item key -> `{feature: value}`; keys already in the catalog are refused.
+            embeddings: modality name -> raw item key -> vector, for the model's modality tables.
+        """
+        if not items:
+            raise ValueError("add_items needs at least one item.")
+        present = sorted(str(key) for key in items if str(key) in self.item_keys.ids)
+        if present:
+            raise ValueError(f"Items already in the catalog: {present[:10]}.")
+        if self.model.model.item_encoder is None:
+            raise ValueError(
+                "This model knows items by id only (no item_features): train it with --features to add items."
+            )
+        rows = encode_new_items(
+            self.config.item_features, {str(key): value for key, value in items.items()}, embeddings
+        )
+        first = self.config.vocab_size
+        self.model.model.add_items(rows)
+        self.tokenizer = build_item_tokenizer(
+            [*self.item_keys.keys, *map(str, items)], model_max_length=self.tokenizer.model_max_length
+        )
+        setattr(self.config, ITEM_VOCAB_FINGERPRINT, vocabulary_fingerprint(self.tokenizer))
+        self.item_keys = ItemKeys(item_keys(self.tokenizer), self.num_special_tokens)
+        with torch.no_grad():
+            self.index.add_items(self.item_embeddings)
+        logger.info("Added %d items (token ids %d to %d).", len(items), first, self.config.vocab_size - 1)
+        return list(range(first, self.config.vocab_size))
 
     def search(
         self, user_states: torch.Tensor, top_k: int, exclude: Sequence[Collection[int]] | None

@@ -226,6 +226,15 @@ class ItemIndex:
         index.add(rows)
         return cls(to_device(index, config), config, num_special_tokens, embedding_fingerprint(item_embeddings))
 
+    def add_items(self, item_embeddings: torch.Tensor) -> None:
+        """Add the items of `item_embeddings` (`[vocab, hidden]`, the grown output layer) beyond those indexed, and
+        take its fingerprint. The rows already indexed must be unchanged (new items do not move the others)."""
+        rows = item_rows(item_embeddings, self.num_special_tokens)
+        if len(rows) < self.num_items:
+            raise ValueError(f"{len(rows)} items, fewer than the {self.num_items} already indexed.")
+        self.index.add(np.ascontiguousarray(rows[self.num_items :]))
+        self.fingerprint = embedding_fingerprint(item_embeddings)
+
     @property
     def num_items(self) -> int:
         return self.index.ntotal

@@ -65,9 +65,8 @@ from data_preprocess.atomic_files import atomic_write_json
 from data_preprocess.errors import PreprocessingError, cli_errors, require_file
 from data_preprocess.item_tokenizer import NUM_SPECIAL_TOKENS, vocabulary_fingerprint
 from data_preprocess.output import check_replaceable, replace_folder
-from data_preprocess.preference import model_item_embeddings
 
-from .checkpoint_loading import ITEM_VOCAB_FINGERPRINT
+from .checkpoint_loading import ITEM_VOCAB_FINGERPRINT, checkpoint_item_vectors
 from .configuration_rqvae import RQVAEConfig
 from .modeling_rqvae import RQVAEModel
 
@@ -207,7 +206,7 @@ def read_model_table(folder: Path, vocabulary: ItemVocabulary | None) -> Embeddi
         raise PreprocessingError(
             f"{folder} was trained with another item vocabulary than the tokenizer in {vocabulary.folder}"
         )
-    vectors = check_vectors(model_item_embeddings(folder), folder / SAFE_WEIGHTS_NAME)
+    vectors = check_vectors(checkpoint_item_vectors(folder), folder / SAFE_WEIGHTS_NAME)
     return table_by_token_ids(folder, vectors, config.get("num_special_tokens", NUM_SPECIAL_TOKENS), vocabulary)
 
 

@@ -41,8 +41,9 @@ from .checkpoints import CheckpointManifestCallback, OutputDirError, prepare_res
 from .data_collator import NextItemCollator, model_uses_timestamps
 from .evaluation import evaluate_next_item, metrics_table
 from .item_embedding_init import load_item_embeddings
+from .item_features import read_item_features
 from .item_tokenizer import save_item_tokenizer, vocabulary_fingerprint
-from .processed_data import SPLITS, drop_short_rows, load_processed_data
+from .processed_data import SPLITS, cold_item_ids, drop_short_rows, load_processed_data
 from .run_info import RunInfo
 from .sequence_windows import sliding_windows
 from .sft_trainer import LoggingEarlyStoppingCallback, NextItemTrainer, best_evaluation, describe_best
@@ -96,6 +97,20 @@ def build_model(model_args: ModelArguments, config) -> PreTrainedModel:
         )
     setattr(model.config, ITEM_VOCAB_FINGERPRINT, fingerprint)
     return model
+
+
+def read_run_item_features(
+    model_args: ModelArguments, data_args: DataArguments, tokenizer: PreTrainedTokenizerBase
+) -> tuple[list[dict], dict[str, Any]]:
+    """The item features of `--features` and `--semantic_ids` (specs and value tables; empty without them). A model
+    started from `init_from` keeps its own features."""
+    if not (model_args.features or model_args.semantic_ids):
+        return [], {}
+    if model_args.init_from:
+        raise ValueError("features and semantic_ids build a new item encoder; a model from init_from keeps its own.")
+    return read_item_features(
+        data_args.data_dir, model_args.features, model_args.semantic_ids, vocabulary_fingerprint(tokenizer)
+    )
 
 
 def clear_output_dir(training_args: SFTTrainingArguments, skipped: dict[Path, str]) -> None:
@@ -190,10 +205,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with training_args.main_process_first(desc="preparing missing inputs"):
         prepare_missing_inputs(model_args, data_args)
     splits, stats, tokenizer = load_processed_data(data_args.data_dir, split_config_argument(argv)[0])
+    feature_specs, feature_tables = read_run_item_features(model_args, data_args, tokenizer)
+    if feature_specs:
+        config_fields = {**config_fields, "item_features": feature_specs}
     config = build_config(model_args, config_fields, tokenizer, data_args.max_length)
     set_seed(training_args.seed)
     model = build_model(model_args, config)
+    if feature_tables:
+        model.model.item_encoder.load_tables(feature_tables)
     check_data_fits_model(model, splits, stats)
+    if (model_args.item_embeddings or model_args.freeze_item_embeddings) and model.get_input_embeddings() is None:
+        raise ValueError("item_embeddings and freeze_item_embeddings act on item id embeddings; use_item_id is false.")
     if model_args.item_embeddings:
         load_item_embeddings(model, model_args.item_embeddings)
     if model_args.freeze_item_embeddings:
@@ -226,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         describe_best(metrics),
         metrics["model_step"],
     )
+    cold_items = cold_item_ids(data_args.data_dir)
     for protocol in training_args.test_protocols:
         for split_name, split in (("valid", valid), ("test", test)):
             scores = evaluate_next_item(
@@ -237,6 +260,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 batch_size=training_args.per_device_eval_batch_size,
                 max_length=data_args.max_length,
                 seed=training_args.seed,
+                cold_items=cold_items,
             )
             metrics.update({f"{split_name}_{name}": value for name, value in scores.items()})
     if trainer.is_world_process_zero():

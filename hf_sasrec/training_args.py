@@ -53,6 +53,17 @@ class ModelArguments:
     )
     freeze_item_embeddings: bool = field(default=False, metadata={"help": "Do not train the item embeddings."})
     attn_implementation: str | None = field(default=None, metadata={"help": "sdpa, eager or flash_attention_2."})
+    features: str | None = field(
+        default=None,
+        metadata={
+            "help": "Item features the item encoder reads from DATA_DIR/features: comma-separated names (columns of "
+            "the item table, modality tables) or 'all'; default: none (items known by id)."
+        },
+    )
+    semantic_ids: str | None = field(
+        default=None,
+        metadata={"help": "A python -m hf_sasrec.semantic_ids output folder whose codes become an item feature."},
+    )
 
 
 @dataclass
@@ -139,6 +150,11 @@ def argument_type(annotation: Any) -> Any:
     return (float if float in kinds else kinds[0]) | None
 
 
+# Config fields a run derives from the data rather than taking as keys: `item_features` from --features and
+# --semantic_ids.
+FIELDS_FROM_DATA = ("item_features",)
+
+
 @functools.cache
 def config_arguments(model_type: str) -> type:
     """A dataclass of the config fields of `model_type` that a run may set: those that the classes of this package
@@ -162,6 +178,7 @@ def config_arguments(model_type: str) -> type:
             field(default=None, metadata={"help": f"{target.__name__}'s default: {defaults[name]} (None: not set)."}),
         )
         for name, annotation in annotations.items()
+        if name not in FIELDS_FROM_DATA
     ]
     arguments = dataclasses.make_dataclass(f"{target.__name__}Fields", fields)
     arguments._argument_group_name = f"the {model_type} config ({target.__name__})"
@@ -202,10 +219,15 @@ def preset_fields(preset: dict[str, Any], model_type: str, path: str) -> dict[st
     return {name: value for name, value in fields.items() if name in valid}
 
 
-def check_config_fields(model_type: str, fields: dict[str, Any], sources: dict[str, str]) -> None:
-    """Build the config once so that a value of the wrong type or out of range fails now, naming its source."""
+def check_config_fields(
+    model_type: str, fields: dict[str, Any], sources: dict[str, str], with_item_features: bool = False
+) -> None:
+    """Build the config once so that a value of the wrong type or out of range fails now, naming its source.
+    `with_item_features`: the data will give the model item features (their specs stand in as one numeric feature
+    until the data is read)."""
+    stand_in = {"item_features": [{"name": "from_data", "kind": "numeric"}]} if with_item_features else {}
     try:
-        config_class(model_type)(**fields)
+        config_class(model_type)(**fields, **stand_in)
     except StrictDataclassFieldValidationError as error:
         key = next((name for name in fields if f"'{name}'" in str(error)), None)
         raise ArgumentError(
@@ -239,5 +261,6 @@ def parse_sft_args(
         parser.set_defaults_from(preset_fields(preset, model_type, model_args.model_config), model_args.model_config)
     model_args, data_args, training_args, config_args = parser.parse_args_and_config(args)
     config_fields = {name: value for name, value in dataclasses.asdict(config_args).items() if value is not None}
-    check_config_fields(model_type, config_fields, parser.sources)
+    with_item_features = bool(model_args.features or model_args.semantic_ids)
+    check_config_fields(model_type, config_fields, parser.sources, with_item_features)
     return model_args, data_args, training_args, config_fields
