@@ -11,28 +11,27 @@ ITEM_FEATURE_KINDS = ("categorical", "multi", "numeric", "embedding", "codes")
 ITEM_FUSIONS = ("sum", "concat")
 
 
-def check_item_features(item_features: list[dict], item_fusion: str, use_item_id: bool) -> None:
-    """Raise `ValueError` naming the first feature (or setting) that cannot build an item encoder."""
-    if item_fusion not in ITEM_FUSIONS:
-        raise ValueError(f"Unknown item_fusion {item_fusion!r}; expected one of {ITEM_FUSIONS}.")
-    if not use_item_id and not item_features:
-        raise ValueError("use_item_id=False needs item_features: a model must know its items by id or by content.")
+USER_FEATURE_KINDS = ("categorical", "multi", "numeric")
+
+
+def check_feature_specs(specs: list[dict] | None, kinds: tuple[str, ...], what: str) -> None:
+    """Raise `ValueError` naming the first feature of `specs` (the config's `what`) that cannot be built."""
     names = set()
-    for spec in item_features or []:
+    for spec in specs or []:
         name, kind = spec.get("name"), spec.get("kind")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in names:
-            raise ValueError(f"item feature {spec}: `name` must be unique, of letters, digits, '_' and '-'.")
+            raise ValueError(f"{what} {spec}: `name` must be unique, of letters, digits, '_' and '-'.")
         names.add(name)
-        if kind not in ITEM_FEATURE_KINDS:
-            raise ValueError(f"item feature {name!r}: unknown kind {kind!r}; expected one of {ITEM_FEATURE_KINDS}.")
+        if kind not in kinds:
+            raise ValueError(f"{what} {name!r}: unknown kind {kind!r}; expected one of {kinds}.")
         required = {"categorical": ("vocab_size",), "multi": ("vocab_size", "max_values"), "embedding": ("dim",)}
         for key in required.get(kind, ()):
             if not isinstance(spec.get(key), int) or spec[key] < 1:
-                raise ValueError(f"item feature {name!r} ({kind}): `{key}` must be a positive integer.")
+                raise ValueError(f"{what} {name!r} ({kind}): `{key}` must be a positive integer.")
         if kind == "codes" and not (
             spec.get("level_sizes") and all(isinstance(size, int) and size > 0 for size in spec["level_sizes"])
         ):
-            raise ValueError(f"item feature {name!r} (codes): `level_sizes` must list positive integers.")
+            raise ValueError(f"{what} {name!r} (codes): `level_sizes` must list positive integers.")
 
 
 @strict
@@ -73,6 +72,10 @@ class SASRecConfig(PreTrainedConfig):
             map of the concatenation).
         use_item_id: whether items have an id embedding; `False` (with `item_features`) gives a content-only model,
             which scores an item it never saw in training from its features.
+        user_features: the user features the user encoder reads (`None`: none), dicts as `item_features` of the kinds
+            `categorical`, `multi` and `numeric` (see `hf_sasrec.user_encoder`); set by training from the data's
+            `features/` folder. Their values come with each batch (`user_features=`) and their embedding is added to
+            every position's input.
     """
 
     model_type = "sasrec"
@@ -99,6 +102,7 @@ class SASRecConfig(PreTrainedConfig):
     item_features: list[dict] | None = None
     item_fusion: str = "sum"
     use_item_id: bool = True
+    user_features: list[dict] | None = None
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = True
 
@@ -145,7 +149,12 @@ class SASRecConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}.")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}.")
-        check_item_features(self.item_features, self.item_fusion, self.use_item_id)
+        if self.item_fusion not in ITEM_FUSIONS:
+            raise ValueError(f"Unknown item_fusion {self.item_fusion!r}; expected one of {ITEM_FUSIONS}.")
+        if not self.use_item_id and not self.item_features:
+            raise ValueError("use_item_id=False needs item_features: a model must know its items by id or by content.")
+        check_feature_specs(self.item_features, ITEM_FEATURE_KINDS, "item feature")
+        check_feature_specs(self.user_features, USER_FEATURE_KINDS, "user feature")
 
     @property
     def num_items(self) -> int:

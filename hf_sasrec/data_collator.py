@@ -1,8 +1,9 @@
 """Batching of variable-length item histories into left-padded model inputs.
 
 Rows follow the processed-data schema of `data_preprocess`: `item_ids: list[int]` (token ids in time order) and,
-optionally, `timestamps: list[int]` and `user_id: str`. Left padding puts every user's last real item at the last
-position, so `logits_to_keep=1` gives next-item scores for the whole batch.
+optionally, `timestamps: list[int]`, `user_id: str` and `user_features` (`{"<feature>.<value>": value}`, the user's
+feature values, attached by `hf_sasrec.user_features` for a model that reads them). Left padding puts every user's
+last real item at the last position, so `logits_to_keep=1` gives next-item scores for the whole batch.
 """
 
 import inspect
@@ -13,6 +14,8 @@ import torch
 
 from .losses import IGNORE_INDEX
 
+USER_FEATURES = "user_features"
+
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_value: int) -> torch.LongTensor:
     """Stack sequences into `[batch, longest]`, padding on the left with `pad_value`."""
@@ -22,6 +25,12 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_value: int) -> torch.LongTe
         if len(sequence):
             padded[row, length - len(sequence) :] = torch.as_tensor(sequence, dtype=torch.long)
     return padded
+
+
+def stack_user_features(users: Sequence[dict]) -> dict[str, torch.Tensor]:
+    """The users' feature values (`{"<feature>.<value>": value}` a user, as a split's `user_features` column holds
+    them) as the model's `user_features` input, `{name: tensor [batch, ...]}`."""
+    return {name: torch.tensor([user[name] for user in users]) for name in users[0]}
 
 
 def model_uses_timestamps(model: torch.nn.Module) -> bool:
@@ -43,8 +52,9 @@ class NextItemCollator:
     Evaluation (`for_training=False`): a row is a history followed by its target; the batch holds the history cut to
     its last `max_length` items as `input_ids` and the targets as `target_ids` `[batch]`.
 
-    Both modes return `input_ids` and `attention_mask` `[batch, length]`, and `timestamps` `[batch, length]` (aligned
-    with `input_ids`, padded with the row's first time) when `with_timestamps`.
+    Both modes return `input_ids` and `attention_mask` `[batch, length]`, `timestamps` `[batch, length]` (aligned
+    with `input_ids`, padded with the row's first time) when `with_timestamps`, and `user_features` (`{name: tensor
+    [batch, ...]}`) when the rows have them.
     """
 
     max_length: int
@@ -72,6 +82,8 @@ class NextItemCollator:
             batch["target_ids"] = torch.tensor([row["item_ids"][-1] for row in rows], dtype=torch.long)
         if self.with_timestamps:
             batch["timestamps"] = self.pad_timestamps(rows, input_ids.shape[1])
+        if USER_FEATURES in rows[0]:
+            batch[USER_FEATURES] = stack_user_features([row[USER_FEATURES] for row in rows])
         return batch
 
     def inputs_of(self, sequence: Sequence) -> Sequence:

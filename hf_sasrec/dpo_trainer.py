@@ -28,7 +28,7 @@ with a data collator, `compute_loss`), or `compute_ref_log_probs`:
   forward pass of the history scores the chosen and all rejected items.
 
 TiSASRec is not supported: its forward needs the timestamps of every item, which the preference rows and TRL's
-collator do not carry; it raises a clear error.
+collator do not carry; it raises a clear error. Nor are models with user features, for the same reason.
 """
 
 import logging
@@ -178,6 +178,11 @@ class RecommenderDPOTrainer(DPOTrainer):
             raise ValueError(
                 "DPO does not support tisasrec: its forward needs the timestamps of every item, which preference "
                 "rows and TRL's DPO collator do not carry. Align a variant without timestamps."
+            )
+        if getattr(model.config, "user_features", None):
+            raise ValueError(
+                "DPO does not support models with user features: preference rows and TRL's DPO collator do not carry "
+                "the users' feature values. Align a model trained without --user_features."
             )
         if not isinstance(args, RecommenderDPOConfig):
             raise TypeError(f"RecommenderDPOTrainer needs args=RecommenderDPOConfig(...), got {type(args).__name__}.")

@@ -18,6 +18,7 @@ from data_preprocess.atomic_files import atomic_write_json
 
 from .checkpoint_loading import check_item_vocabulary, load_checkpoint
 from .evaluation import PROTOCOLS, evaluate_next_item, metrics_table
+from .feature_inputs import attach_user_features, model_user_values
 from .processed_data import cold_item_ids, drop_short_rows, load_processed_data
 from .run_info import RunInfo
 
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     splits, _, data_tokenizer = load_processed_data(data_dir)
     check_item_vocabulary(model.config, data_tokenizer, checkpoint, Path(data_dir) / "tokenizer")
     split = drop_short_rows(splits[args.split], args.split)
+    if model.config.user_features:
+        split = attach_user_features(model, {args.split: split}, model_user_values(model.config, data_dir))[args.split]
     metrics = {}
     for protocol in args.protocol:
         scores = evaluate_next_item(

@@ -24,8 +24,9 @@ import math
 from collections.abc import Collection, Sequence
 
 import torch
+from accelerate.utils import send_to_device
 
-from .data_collator import NextItemCollator, model_uses_timestamps
+from .data_collator import USER_FEATURES, NextItemCollator, model_uses_timestamps
 
 PROTOCOLS = ("full", "sampled")
 COVERAGE_K = 10
@@ -35,7 +36,7 @@ def rows_of(dataset, start: int, stop: int) -> list[dict]:
     """Rows `start:stop` of a `datasets.Dataset` (columnar slices) or of a sequence of dicts, as a list of dicts."""
     chunk = dataset[start:stop]
     if isinstance(chunk, dict):
-        columns = [name for name in ("item_ids", "timestamps", "user_id") if name in chunk]
+        columns = [name for name in ("item_ids", "timestamps", "user_id", USER_FEATURES) if name in chunk]
         return [
             dict(zip(columns, values, strict=True)) for values in zip(*(chunk[name] for name in columns), strict=True)
         ]
@@ -53,7 +54,7 @@ def interaction_mask(rows: Sequence[dict], vocab_size: int) -> torch.BoolTensor:
 def next_item_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Scores of every vocabulary entry for the item following each history: `[batch, vocab_size]`, float32."""
     device = next(model.parameters()).device
-    inputs = {name: tensor.to(device) for name, tensor in batch.items() if name != "target_ids"}
+    inputs = send_to_device({name: value for name, value in batch.items() if name != "target_ids"}, device)
     return model(**inputs, logits_to_keep=1).logits[:, -1].float().cpu()
 
 

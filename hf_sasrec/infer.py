@@ -6,8 +6,9 @@
 Users come from a processed-data split (`--data`, default the `data_dir` of the run's `run_info.json`): each row's
 items are the user's history, so for `test` (history + held-out item) the recommendations follow everything known
 about the user. `--holdout-last` instead recommends from each row without its last item and reports HR@K against it.
-Or from `--history-file`, a JSONL file of `{"user_id": ..., "items": [raw keys], "timestamps": [...]}` lines (raw
-keys of users the model never saw; `timestamps` for `tisasrec`; `user_id` defaults to the line number).
+Or from `--history-file`, a JSONL file of `{"user_id": ..., "items": [raw keys], "timestamps": [...],
+"user_features": {...}}` lines (raw keys of users the model never saw; `timestamps` for `tisasrec`, `user_features`
+for a model with user features; `user_id` defaults to the line number).
 `--new-items F.jsonl` adds items that arrived after training (`{"item_id": ..., FEATURE: VALUE, ..., "embeddings":
 {MODALITY: [...]}}` a line) to a model trained with item features, scored from their content, before recommending.
 
@@ -33,6 +34,8 @@ import torch
 
 from data_preprocess.atomic_files import atomic_path, atomic_write_json
 
+from .data_collator import USER_FEATURES, stack_user_features
+from .feature_inputs import attach_user_features, model_user_values
 from .item_tokenizer import decode_items
 from .processed_data import load_processed_data
 from .recommender import POPULARITY_FALLBACK, Recommender
@@ -46,8 +49,9 @@ OUTPUTS = Path("outputs")
 
 
 def split_users(recommender: Recommender, data_dir: str, split: str, holdout_last: bool) -> Iterator[dict]:
-    """Users of a processed split as `{"user_id", "ids", "timestamps", "target"}` (token ids; `target` only with
-    `holdout_last`). The split's tokenizer must be the model's."""
+    """Users of a processed split as `{"user_id", "ids", "timestamps", "target", "user_features"}` (token ids;
+    `target` only with `holdout_last`; `user_features` only for a model with user features, from the data's user
+    table). The split's tokenizer must be the model's."""
     splits, _, data_tokenizer = load_processed_data(data_dir)
     data_vocab = data_tokenizer.get_vocab()
     model_vocab = {
@@ -58,17 +62,28 @@ def split_users(recommender: Recommender, data_dir: str, split: str, holdout_las
     if split not in splits:
         raise ValueError(f"{data_dir} has no split {split!r}; it has {list(splits)}.")
     rows = splits[split]
+    if recommender.config.user_features:
+        rows = attach_user_features(recommender.model, {split: rows}, model_user_values(recommender.config, data_dir))[
+            split
+        ]
+    users = rows[USER_FEATURES] if USER_FEATURES in rows.column_names else [None] * len(rows)
     times = rows["timestamps"] if "timestamps" in rows.column_names else [None] * len(rows)
-    for user_id, ids, row_times in zip(rows["user_id"], rows["item_ids"], times, strict=True):
+    for user_id, ids, row_times, values in zip(rows["user_id"], rows["item_ids"], times, users, strict=True):
         if holdout_last:
-            yield {"user_id": user_id, "ids": ids[:-1], "timestamps": row_times and row_times[:-1], "target": ids[-1]}
+            yield {
+                "user_id": user_id,
+                "ids": ids[:-1],
+                "timestamps": row_times and row_times[:-1],
+                "target": ids[-1],
+                "user_features": values,
+            }
         else:
-            yield {"user_id": user_id, "ids": ids, "timestamps": row_times}
+            yield {"user_id": user_id, "ids": ids, "timestamps": row_times, "user_features": values}
 
 
-def history_file_users(path: str) -> Iterator[dict]:
-    """Users of a JSONL history file as `{"user_id", "items", "timestamps"}`; a malformed line is an error naming
-    it."""
+def jsonl_records(path: str) -> Iterator[tuple[int, dict]]:
+    """The line number and object of every non-blank line of a JSONL file; a line that is not a JSON object is an
+    error naming it."""
     with open(path, encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -77,13 +92,23 @@ def history_file_users(path: str) -> Iterator[dict]:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{number} is not valid JSON: {error}") from error
-            if not isinstance(record, dict) or not isinstance(record.get("items"), list):
-                raise ValueError(f'{path}:{number} needs an "items" list of raw item keys.')
-            yield {
-                "user_id": str(record.get("user_id", number)),
-                "items": [str(key) for key in record["items"]],
-                "timestamps": record.get("timestamps"),
-            }
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{number} is not a JSON object.")
+            yield number, record
+
+
+def history_file_users(path: str) -> Iterator[dict]:
+    """Users of a JSONL history file as `{"user_id", "items", "timestamps", "user_features"}`; a malformed line is
+    an error naming it."""
+    for number, record in jsonl_records(path):
+        if not isinstance(record.get("items"), list):
+            raise ValueError(f'{path}:{number} needs an "items" list of raw item keys.')
+        yield {
+            "user_id": str(record.get("user_id", number)),
+            "items": [str(key) for key in record["items"]],
+            "timestamps": record.get("timestamps"),
+            "user_features": record.get("user_features"),
+        }
 
 
 def read_new_items(path: str) -> tuple[dict[str, dict], dict[str, dict[str, list[float]]]]:
@@ -91,25 +116,18 @@ def read_new_items(path: str) -> tuple[dict[str, dict], dict[str, dict[str, list
     as `Recommender.add_items` takes them (features, and vectors by modality); a malformed line is an error naming
     it."""
     items, embeddings = {}, {}
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number} is not valid JSON: {error}") from error
-            if not isinstance(record, dict) or record.get("item_id") in (None, ""):
-                raise ValueError(f'{path}:{number} needs an "item_id".')
-            key = str(record.pop("item_id"))
-            if key in items:
-                raise ValueError(f"{path}:{number}: item {key!r} appears twice.")
-            vectors = record.pop("embeddings", {})
-            if not isinstance(vectors, dict):
-                raise ValueError(f'{path}:{number}: "embeddings" must map a modality to a vector.')
-            items[key] = record
-            for modality, vector in vectors.items():
-                embeddings.setdefault(modality, {})[key] = vector
+    for number, record in jsonl_records(path):
+        if record.get("item_id") in (None, ""):
+            raise ValueError(f'{path}:{number} needs an "item_id".')
+        key = str(record.pop("item_id"))
+        if key in items:
+            raise ValueError(f"{path}:{number}: item {key!r} appears twice.")
+        vectors = record.pop("embeddings", {})
+        if not isinstance(vectors, dict):
+            raise ValueError(f'{path}:{number}: "embeddings" must map a modality to a vector.')
+        items[key] = record
+        for modality, vector in vectors.items():
+            embeddings.setdefault(modality, {})[key] = vector
     if not items:
         raise ValueError(f"{path} holds no item.")
     return items, embeddings
@@ -129,7 +147,11 @@ def chunks(users: Iterator[dict], size: int) -> Iterator[list[dict]]:
 def recommend_split_chunk(recommender: Recommender, users: list[dict], top_k: int) -> list[dict]:
     """Recommendations for users given as token ids, in the `recommendations.jsonl` schema."""
     times = [user["timestamps"] for user in users] if recommender.uses_timestamps else None
-    results = recommender.recommend_ids([user["ids"] for user in users], top_k, timestamps=times)
+    values = [user["user_features"] for user in users]
+    user_features = stack_user_features(values) if values[0] is not None else None
+    results = recommender.recommend_ids(
+        [user["ids"] for user in users], top_k, timestamps=times, user_features=user_features
+    )
     return [
         {
             "user_id": user["user_id"],
@@ -151,7 +173,13 @@ def recommend_history_chunk(recommender: Recommender, users: list[dict], top_k: 
         if missing:
             raise ValueError(f"{recommender.config.model_type} needs timestamps; users {missing[:5]} have none.")
         times = [user["timestamps"] for user in users]
-    results = recommender([user["items"] for user in users], top_k=top_k, timestamps=times)
+    user_features = [user["user_features"] for user in users]
+    results = recommender(
+        [user["items"] for user in users],
+        top_k=top_k,
+        timestamps=times,
+        user_features=user_features if any(user_features) else None,
+    )
     return [{"user_id": user["user_id"], **result} for user, result in zip(users, results, strict=True)]
 
 

@@ -1,16 +1,10 @@
 """The item encoder: an item's vector made of its id embedding and its content, for every variant.
 
-A config's `item_features` lists the item features a model reads (each a dict with `name` and `kind`):
-
-- `{"kind": "categorical", "vocab_size": V}`: one value id per item, embedded (id 1 = missing, 2 = unknown);
-- `{"kind": "multi", "vocab_size": V, "max_values": M}`: up to `M` value ids per item, 0-padded, embedded and
-  averaged (a bag mean);
-- `{"kind": "numeric"}`: one standardised number per item, projected by a learned vector; a missing value has a
-  learned embedding of its own;
-- `{"kind": "embedding", "dim": D}`: a frozen modality table (text, image, ...) `[vocab_size, D]`, projected to the
-  hidden size by a trained linear map; an item without a vector has a learned "missing" embedding;
-- `{"kind": "codes", "level_sizes": [K_1, ..., K_L]}`: semantic ids, one code per level (-1 = missing), one
-  embedding table per level, summed.
+A config's `item_features` lists the item features a model reads, each a dict with `name` and `kind`:
+`{"kind": "categorical", "vocab_size": V}`, `{"kind": "multi", "vocab_size": V, "max_values": M}`,
+`{"kind": "numeric"}`, `{"kind": "embedding", "dim": D}` (a frozen modality table) or `{"kind": "codes",
+"level_sizes": [K_1, ..., K_L]}` (semantic ids); `hf_sasrec.feature_embeddings` says how each is embedded. A spec may
+also carry what encodes a new item's raw values (`vocab`, `mean`, `std`; see `hf_sasrec.feature_encoding`).
 
 The value of each feature for every token id is a buffer of the model (saved in `model.safetensors` beside the
 weights, row t = token id t), so a checkpoint scores items by their content without any data folder. The parts are
@@ -21,94 +15,7 @@ is left out and the model knows items by content alone, so an item never seen in
 import torch
 from torch import nn
 
-PADDING_VALUE = 0
-MISSING_VALUE = 1
-
-
-class CategoricalFeature(nn.Module):
-    """One value id per item, embedded: `ids` `[vocab_size]`."""
-
-    def __init__(self, spec: dict, vocab_size: int, hidden_size: int):
-        super().__init__()
-        self.register_buffer("ids", torch.full((vocab_size,), MISSING_VALUE, dtype=torch.long))
-        self.embed = nn.Embedding(spec["vocab_size"], hidden_size)
-
-    def forward(self, item_ids: torch.LongTensor) -> torch.Tensor:
-        return self.embed(self.ids[item_ids])
-
-
-class MultiValuedFeature(nn.Module):
-    """Up to `max_values` value ids per item, 0-padded (`ids` `[vocab_size, max_values]`); the mean of their
-    embeddings. A row without a value holds the missing id, so the mean is never empty."""
-
-    def __init__(self, spec: dict, vocab_size: int, hidden_size: int):
-        super().__init__()
-        ids = torch.zeros(vocab_size, spec["max_values"], dtype=torch.long)
-        ids[:, 0] = MISSING_VALUE
-        self.register_buffer("ids", ids)
-        self.embed = nn.Embedding(spec["vocab_size"], hidden_size, padding_idx=PADDING_VALUE)
-
-    def forward(self, item_ids: torch.LongTensor) -> torch.Tensor:
-        ids = self.ids[item_ids]
-        present = (ids != PADDING_VALUE).unsqueeze(-1)
-        total = (self.embed(ids) * present).sum(-2)
-        return total / present.sum(-2).clamp(min=1)
-
-
-class NumericFeature(nn.Module):
-    """A standardised number per item (`value` `[vocab_size]`, `missing` `[vocab_size]` bool), times a learned
-    vector; a missing value is a learned embedding of its own."""
-
-    def __init__(self, spec: dict, vocab_size: int, hidden_size: int):
-        super().__init__()
-        self.register_buffer("value", torch.zeros(vocab_size))
-        self.register_buffer("missing", torch.ones(vocab_size, dtype=torch.bool))
-        self.project = nn.Linear(1, hidden_size)
-        self.missing_embedding = nn.Embedding(1, hidden_size)
-
-    def forward(self, item_ids: torch.LongTensor) -> torch.Tensor:
-        projected = self.project(self.value[item_ids].unsqueeze(-1).to(self.project.weight.dtype))
-        return torch.where(self.missing[item_ids].unsqueeze(-1), self.missing_embedding.weight[0], projected)
-
-
-class ModalityFeature(nn.Module):
-    """A frozen table of precomputed item vectors (`table` `[vocab_size, dim]`, `present` `[vocab_size]` bool),
-    projected to the hidden size by a trained linear map; an item without a vector gets a learned embedding."""
-
-    def __init__(self, spec: dict, vocab_size: int, hidden_size: int):
-        super().__init__()
-        self.register_buffer("table", torch.zeros(vocab_size, spec["dim"]))
-        self.register_buffer("present", torch.zeros(vocab_size, dtype=torch.bool))
-        self.project = nn.Linear(spec["dim"], hidden_size, bias=False)
-        self.missing_embedding = nn.Embedding(1, hidden_size)
-
-    def forward(self, item_ids: torch.LongTensor) -> torch.Tensor:
-        projected = self.project(self.table[item_ids].to(self.project.weight.dtype))
-        return torch.where(self.present[item_ids].unsqueeze(-1), projected, self.missing_embedding.weight[0])
-
-
-class SemanticIdFeature(nn.Module):
-    """Semantic ids (`codes` `[vocab_size, levels]`, -1 where missing): one embedding table per level, whose row 0
-    is "missing", summed over the levels."""
-
-    def __init__(self, spec: dict, vocab_size: int, hidden_size: int):
-        super().__init__()
-        level_sizes = spec["level_sizes"]
-        self.register_buffer("codes", torch.full((vocab_size, len(level_sizes)), -1, dtype=torch.long))
-        self.levels = nn.ModuleList([nn.Embedding(size + 1, hidden_size) for size in level_sizes])
-
-    def forward(self, item_ids: torch.LongTensor) -> torch.Tensor:
-        codes = self.codes[item_ids] + 1
-        return sum(level(codes[..., index]) for index, level in enumerate(self.levels))
-
-
-FEATURE_MODULES: dict[str, type[nn.Module]] = {
-    "categorical": CategoricalFeature,
-    "multi": MultiValuedFeature,
-    "numeric": NumericFeature,
-    "embedding": ModalityFeature,
-    "codes": SemanticIdFeature,
-}
+from .feature_embeddings import feature_modules
 
 
 class ItemEncoder(nn.Module):
@@ -117,12 +24,7 @@ class ItemEncoder(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.features = nn.ModuleDict(
-            {
-                spec["name"]: FEATURE_MODULES[spec["kind"]](spec, config.vocab_size, config.hidden_size)
-                for spec in config.item_features
-            }
-        )
+        self.features = feature_modules(config.item_features, config.hidden_size, config.vocab_size)
         num_parts = len(self.features) + int(config.use_item_id)
         self.fuse = (
             nn.Linear(num_parts * config.hidden_size, config.hidden_size, bias=False)

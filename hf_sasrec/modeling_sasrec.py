@@ -22,6 +22,7 @@ from transformers.utils.output_capturing import capture_outputs
 from .configuration_sasrec import SASRecConfig
 from .item_encoder import ItemEncoder
 from .losses import next_item_loss, next_item_targets
+from .user_encoder import UserEncoder
 
 
 class SASRecRMSNorm(nn.Module):
@@ -224,6 +225,7 @@ class SASRecModel(SASRecPreTrainedModel):
             else None
         )
         self.item_encoder = ItemEncoder(config) if config.item_features else None
+        self.user_encoder = UserEncoder(config) if config.user_features else None
         self.embedding_scale = config.hidden_size**0.5 if config.scale_embeddings else 1.0
         self.add_input_modules(config)
         self.embedding_dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -298,6 +300,7 @@ class SASRecModel(SASRecPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        user_features: dict[str, torch.Tensor] | None = None,
         **kwargs,
     ) -> BaseModelOutput:
         r"""
@@ -307,6 +310,8 @@ class SASRecModel(SASRecPreTrainedModel):
             position_ids: `[batch, length]`; by default they count from each row's first real item, so that the
                 same history gives the same outputs whatever its padding.
             inputs_embeds: `[batch, length, hidden]` item embeddings to use instead of `input_ids`.
+            user_features: for a model with `user_features`, the users' feature values, `"<feature>.<value>"` ->
+                `[batch, ...]` (see `hf_sasrec.user_encoder`); their embedding is added to every position's input.
 
         Returns:
             [`BaseModelOutput`] whose `last_hidden_state` is `[batch, length, hidden]`.
@@ -319,6 +324,11 @@ class SASRecModel(SASRecPreTrainedModel):
         if position_ids is None:
             position_ids = positions_from_mask(attention_mask)
         hidden_states = self.embed(inputs_embeds, position_ids)
+        if self.user_encoder is not None:
+            users = self.user_encoder(user_features, len(hidden_states), hidden_states.device)
+            hidden_states = hidden_states + users[:, None]
+        elif user_features is not None:
+            raise ValueError("user_features were given, but this model reads none (its config has no user_features).")
         hidden_states = self.embedding_dropout(hidden_states) * attention_mask[..., None]
         mask = build_attention_mask(attention_mask, self.config._attn_implementation)
         layer_kwargs = self.layer_inputs(hidden_states, position_ids, attention_mask=attention_mask, **kwargs)

@@ -16,6 +16,7 @@ with the pipeline's module, beside an exported checkpoint, where it runs as remo
 
 import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ def user_representations(
     histories: Sequence[Sequence[int]],
     timestamps: Sequence[Sequence[int]] | None = None,
     max_length: int | None = None,
+    user_features: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The encoder's state at the last real item of each history: `[batch, hidden]`, float32.
 
@@ -53,6 +55,7 @@ def user_representations(
         histories: non-empty token-id histories in time order; only the last `max_length` items are read
             (default `config.max_position_embeddings`).
         timestamps: one integer time per history item, for models that take them (`tisasrec`).
+        user_features: the users' feature values, for models that read them (see `hf_sasrec.user_encoder`).
     """
     config = model.config
     max_length = max_length or config.max_position_embeddings
@@ -62,6 +65,8 @@ def user_representations(
         inputs["timestamps"] = left_pad([list(times)[-max_length:] for times in timestamps], 0)
     device = next(model.parameters()).device
     inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
+    if user_features is not None:
+        inputs["user_features"] = {name: tensor.to(device) for name, tensor in user_features.items()}
     hidden = model.model(**inputs).last_hidden_state
     return last_real_states(hidden, inputs["attention_mask"]).float()
 
@@ -162,12 +167,22 @@ class NextItemRecommender:
         return self.config.vocab_size - self.num_special_tokens
 
     def user_states(
-        self, histories: Sequence[Sequence[int]], timestamps: Sequence[Sequence[int]] | None = None
+        self,
+        histories: Sequence[Sequence[int]],
+        timestamps: Sequence[Sequence[int]] | None = None,
+        user_features: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """User representations `[batch, hidden]` of non-empty histories of token ids (see `user_representations`)."""
+        """User representations `[batch, hidden]` of non-empty histories of token ids (see `user_representations`),
+        with their users' encoded feature values for a model that reads user features."""
         return user_representations(
-            self.model, histories, timestamps if self.uses_timestamps else None, self.max_length
+            self.model, histories, timestamps if self.uses_timestamps else None, self.max_length, user_features
         )
+
+    def encode_user_features(self, users: Sequence[Mapping[str, Any] | None]) -> dict[str, torch.Tensor]:
+        """The `user_features` input of raw user values (`{feature: value}` a user, `None` for none). Encoding them
+        needs the training vocabularies and `data_preprocess`'s value parsing: `hf_sasrec.Recommender` does it; this
+        class, which runs where hf-sasrec may be absent (the pipeline's remote code), refuses them."""
+        raise ValueError("Raw user features are served by hf_sasrec.Recommender (hf-sasrec installed).")
 
     def check_top_k(self, top_k: int) -> None:
         """Raise `ValueError` unless `top_k` lies between 1 and the number of items in the catalog."""
@@ -201,9 +216,11 @@ class NextItemRecommender:
         top_k: int = 10,
         exclude_history: bool = True,
         timestamps: Sequence[Sequence[int]] | None = None,
+        user_features: dict[str, torch.Tensor] | None = None,
     ) -> list[tuple[list[int], list[float] | None]]:
-        """Top-`top_k` item ids and scores for histories of token ids; an empty history gets the `top_k` most
-        popular items and `None` scores. `top_k` above the catalog's item count raises `ValueError`; a history gets
+        """Top-`top_k` item ids and scores for histories of token ids (and their users' encoded feature values,
+        `"<feature>.<value>"` -> `[num_histories, ...]`); an empty history gets the `top_k` most popular items and
+        `None` scores. `top_k` above the catalog's item count raises `ValueError`; a history gets
         fewer than `top_k` items only when excluding it leaves fewer."""
         self.check_top_k(top_k)
         self.check_ids(histories, timestamps)
@@ -214,8 +231,11 @@ class NextItemRecommender:
             chunk = rows[start : start + self.batch_size]
             batch = [histories[row] for row in chunk]
             times = [timestamps[row] for row in chunk] if self.uses_timestamps else None
+            users = None
+            if user_features is not None:
+                users = {name: values[torch.tensor(chunk)] for name, values in user_features.items()}
             exclude = [set(history) for history in batch] if exclude_history else None
-            scores, ids = self.search(self.user_states(batch, times), top_k, exclude)
+            scores, ids = self.search(self.user_states(batch, times, users), top_k, exclude)
             for row, row_scores, row_ids in zip(chunk, scores, ids, strict=True):
                 found = row_ids >= 0
                 results[row] = (row_ids[found].tolist(), row_scores[found].tolist())
@@ -258,6 +278,7 @@ class NextItemRecommender:
         top_k: int = 10,
         exclude_history: bool = True,
         timestamps: Sequence[int] | Sequence[Sequence[int]] | None = None,
+        user_features: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
     ) -> dict | list[dict]:
         """Recommend for one history (a list of raw item keys) or a list of histories.
 
@@ -266,6 +287,9 @@ class NextItemRecommender:
             top_k: items a history, at most the number of items in the catalog (`ValueError` above it).
             exclude_history: never recommend an item of the history.
             timestamps: `tisasrec` only: one integer time per history item, shaped as `histories`.
+            user_features: for a model that reads user features, the user's raw values (`{"age": 25, "gender":
+                "F"}`; see `hf_sasrec.feature_encoding`), or one such dict (or `None`) per history; a user without
+                them is served with every feature missing.
 
         Returns:
             For each history, `{"items": [keys], "scores": [floats] or None, "unknown_items": [keys], "fallback":
@@ -276,8 +300,18 @@ class NextItemRecommender:
         times = None
         if timestamps is not None:
             times = [list(timestamps)] if single else [list(row) for row in timestamps]
+        encoded = None
+        if user_features is not None:
+            users = [user_features] if single else list(user_features)
+            if len(users) != len(batch):
+                raise ValueError(f"Got {len(users)} user_features for {len(batch)} histories.")
+            if not self.config.user_features:
+                raise ValueError(
+                    "user_features were given, but this model reads none (its config has no user_features)."
+                )
+            encoded = self.encode_user_features(users)
         ids, times, unknown = self.item_keys.known_items(batch, times)
-        results = self.recommend_ids(ids, top_k, exclude_history, times)
+        results = self.recommend_ids(ids, top_k, exclude_history, times, encoded)
         outputs = [
             self.recommendation(item_ids, scores, missing)
             for (item_ids, scores), missing in zip(results, unknown, strict=True)

@@ -27,9 +27,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .checkpoint_loading import ITEM_VOCAB_FINGERPRINT, load_checkpoint
+from .feature_encoding import encode_items, encode_users
 from .item_tokenizer import build_item_tokenizer, item_keys, vocabulary_fingerprint
 from .model_card import push_to_hub, save_for_hub
-from .new_items import encode_new_items
 from .recommendation import POPULARITY_FALLBACK as POPULARITY_FALLBACK  # re-exported: callers import it from here
 from .recommendation import ItemKeys, NextItemRecommender
 from .recommendation import user_representations as user_representations  # re-exported as well
@@ -131,8 +131,8 @@ class Recommender(NextItemRecommender):
         embeddings: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
     ) -> list[int]:
         """Add items that arrived after training, without retraining: a model with item features scores them from
-        their content (see `hf_sasrec.new_items` for the values a feature takes). They get the next token ids, in
-        the order of `items`; the tokenizer, the model (its item encoder's rows and, with id embeddings, a zero id
+        their content (`hf_sasrec.feature_encoding` says which values a feature takes). They get the next token ids,
+        in the order of `items`; the tokenizer, the model (its item encoder's rows and, with id embeddings, a zero id
         embedding each), the item-vocabulary fingerprint of its config and the Faiss index (with its weights
         fingerprint) grow with them. Returns their token ids.
 
@@ -149,9 +149,7 @@ class Recommender(NextItemRecommender):
             raise ValueError(
                 "This model knows items by id only (no item_features): train it with --features to add items."
             )
-        rows = encode_new_items(
-            self.config.item_features, {str(key): value for key, value in items.items()}, embeddings
-        )
+        rows = encode_items(self.config.item_features, {str(key): value for key, value in items.items()}, embeddings)
         first = self.config.vocab_size
         self.model.model.add_items(rows)
         self.tokenizer = build_item_tokenizer(
@@ -163,6 +161,11 @@ class Recommender(NextItemRecommender):
             self.index.add_items(self.item_embeddings)
         logger.info("Added %d items (token ids %d to %d).", len(items), first, self.config.vocab_size - 1)
         return list(range(first, self.config.vocab_size))
+
+    def encode_user_features(self, users: Sequence[Mapping[str, Any] | None]) -> dict[str, torch.Tensor]:
+        """The raw user values encoded with the vocabularies and statistics of training (see
+        `hf_sasrec.feature_encoding`)."""
+        return encode_users(self.config.user_features, users)
 
     def search(
         self, user_states: torch.Tensor, top_k: int, exclude: Sequence[Collection[int]] | None

@@ -40,8 +40,8 @@ from .checkpoint_loading import ITEM_VOCAB_FINGERPRINT
 from .checkpoints import CheckpointManifestCallback, OutputDirError, prepare_resume, remove_checkpoints, set_aside
 from .data_collator import NextItemCollator, model_uses_timestamps
 from .evaluation import evaluate_next_item, metrics_table
+from .feature_inputs import attach_user_features, read_item_features, read_user_features
 from .item_embedding_init import load_item_embeddings
-from .item_features import read_item_features
 from .item_tokenizer import save_item_tokenizer, vocabulary_fingerprint
 from .processed_data import SPLITS, cold_item_ids, drop_short_rows, load_processed_data
 from .run_info import RunInfo
@@ -104,10 +104,12 @@ def read_run_item_features(
 ) -> tuple[list[dict], dict[str, Any]]:
     """The item features of `--features` and `--semantic_ids` (specs and value tables; empty without them). A model
     started from `init_from` keeps its own features."""
+    if model_args.init_from and (model_args.features or model_args.semantic_ids or model_args.user_features):
+        raise ValueError(
+            "features, semantic_ids and user_features build new encoders; a model from init_from keeps its own."
+        )
     if not (model_args.features or model_args.semantic_ids):
         return [], {}
-    if model_args.init_from:
-        raise ValueError("features and semantic_ids build a new item encoder; a model from init_from keeps its own.")
     return read_item_features(
         data_args.data_dir, model_args.features, model_args.semantic_ids, vocabulary_fingerprint(tokenizer)
     )
@@ -208,6 +210,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     feature_specs, feature_tables = read_run_item_features(model_args, data_args, tokenizer)
     if feature_specs:
         config_fields = {**config_fields, "item_features": feature_specs}
+    user_specs, values_by_user = [], {}
+    if model_args.user_features:
+        user_specs, values_by_user = read_user_features(data_args.data_dir, model_args.user_features)
+        config_fields = {**config_fields, "user_features": user_specs}
     config = build_config(model_args, config_fields, tokenizer, data_args.max_length)
     set_seed(training_args.seed)
     model = build_model(model_args, config)
@@ -221,6 +227,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if model_args.freeze_item_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     train, valid, test = (drop_short_rows(splits[name], name) for name in SPLITS)
+    if user_specs:
+        attached = attach_user_features(model, dict(zip(SPLITS, (train, valid, test), strict=True)), values_by_user)
+        train, valid, test = (attached[name] for name in SPLITS)
     if data_args.sliding_window:
         train = sliding_windows(train, data_args.max_length)
     trainer = NextItemTrainer(

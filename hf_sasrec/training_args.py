@@ -64,6 +64,13 @@ class ModelArguments:
         default=None,
         metadata={"help": "A python -m hf_sasrec.semantic_ids output folder whose codes become an item feature."},
     )
+    user_features: str | None = field(
+        default=None,
+        metadata={
+            "help": "User features the user encoder reads from DATA_DIR/features: comma-separated names (columns "
+            "of the user table) or 'all'; default: none."
+        },
+    )
 
 
 @dataclass
@@ -151,8 +158,8 @@ def argument_type(annotation: Any) -> Any:
 
 
 # Config fields a run derives from the data rather than taking as keys: `item_features` from --features and
-# --semantic_ids.
-FIELDS_FROM_DATA = ("item_features",)
+# --semantic_ids, `user_features` from --user_features (the names of the features to read).
+FIELDS_FROM_DATA = ("item_features", "user_features")
 
 
 @functools.cache

@@ -58,7 +58,7 @@ def preference_rows(tokenizer, num_rejected: int = 3) -> list[dict]:
     return rows
 
 
-def tiny_model(model_type: str = "sasrec", seed: int = 0) -> torch.nn.Module:
+def tiny_model(model_type: str = "sasrec", seed: int = 0, **overrides) -> torch.nn.Module:
     config = AutoConfig.for_model(
         model_type,
         vocab_size=NUM_ITEMS + NUM_SPECIAL_TOKENS,
@@ -66,6 +66,7 @@ def tiny_model(model_type: str = "sasrec", seed: int = 0) -> torch.nn.Module:
         num_hidden_layers=1,
         num_attention_heads=2,
         max_position_embeddings=16,
+        **overrides,
     )
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)
@@ -272,6 +273,17 @@ def test_history_keeps_its_most_recent_items(tmp_path, tokenizer):
 def test_tisasrec_is_refused_clearly(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="tisasrec"):
         make_trainer(tmp_path, tokenizer, preference_rows(tokenizer), model_type="tisasrec")
+
+
+def test_a_model_with_user_features_is_refused_clearly(tmp_path, tokenizer):
+    user_features = [{"name": "gender", "kind": "categorical", "vocab_size": 5}]
+    with pytest.raises(ValueError, match="DPO does not support models with user features"):
+        RecommenderDPOTrainer(
+            tiny_model("sasrec", user_features=user_features),
+            args=dpo_config(tmp_path),
+            train_dataset=Dataset.from_list(preference_rows(tokenizer)),
+            processing_class=tokenizer,
+        )
 
 
 def test_yaml_and_overrides():

@@ -21,7 +21,8 @@ from data_preprocess.features import FeatureSources
 from data_preprocess.preference import model_item_embeddings
 from hf_sasrec import infer, sft
 from hf_sasrec.checkpoint_loading import checkpoint_item_vectors
-from hf_sasrec.item_encoder import ItemEncoder, ModalityFeature, MultiValuedFeature, NumericFeature, SemanticIdFeature
+from hf_sasrec.feature_embeddings import ModalityFeature, MultiValuedFeature, NumericFeature, SemanticIdFeature
+from hf_sasrec.item_encoder import ItemEncoder
 from hf_sasrec.item_tokenizer import build_item_tokenizer
 from hf_sasrec.recommender import Recommender
 from hf_sasrec.retrieval import embedding_fingerprint
@@ -65,25 +66,25 @@ def content_model(variant: str = "sasrec", tables: dict | None = None, seed: int
 def test_each_feature_kind_encodes_its_values_and_missing_ones():
     tables, hidden = feature_tables(), 16
     items = torch.arange(VOCAB_SIZE)
-    multi = MultiValuedFeature(FEATURES[0], VOCAB_SIZE, hidden)
+    multi = MultiValuedFeature(FEATURES[0], hidden, VOCAB_SIZE)
     multi.ids.copy_(tables["genre.ids"])
     for item in (0, 3, 5):  # three values, two values (padded), the missing id alone
         ids = [value for value in tables["genre.ids"][item].tolist() if value != 0]
-        torch.testing.assert_close(multi(items)[item], multi.embed.weight[ids].mean(0))
-    numeric = NumericFeature(FEATURES[2], VOCAB_SIZE, hidden)
+        torch.testing.assert_close(multi(items)[item], multi.embedding.weight[ids].mean(0))
+    numeric = NumericFeature(FEATURES[2], hidden, VOCAB_SIZE)
     numeric.value.copy_(tables["price.value"])
     numeric.missing.copy_(tables["price.missing"])
     missing = tables["price.missing"]
     expected = tables["price.value"][:, None] * numeric.project.weight[:, 0] + numeric.project.bias
     torch.testing.assert_close(numeric(items)[~missing], expected[~missing])
     assert torch.equal(numeric(items)[missing], numeric.missing_embedding.weight.expand(int(missing.sum()), -1))
-    modality = ModalityFeature(FEATURES[3], VOCAB_SIZE, hidden)
+    modality = ModalityFeature(FEATURES[3], hidden, VOCAB_SIZE)
     modality.table.copy_(tables["text.table"])
     modality.present.copy_(tables["text.present"])
     present = tables["text.present"]
     torch.testing.assert_close(modality(items)[present], tables["text.table"][present] @ modality.project.weight.T)
     assert torch.equal(modality(items)[~present][0], modality.missing_embedding.weight[0])
-    codes = SemanticIdFeature(FEATURES[4], VOCAB_SIZE, hidden)
+    codes = SemanticIdFeature(FEATURES[4], hidden, VOCAB_SIZE)
     codes.codes.copy_(tables["semantic_ids.codes"])
     item = 7
     expected = sum(
@@ -153,7 +154,8 @@ def test_a_content_only_model_knows_items_by_their_content():
 
 
 def test_feature_tables_travel_with_the_checkpoint_and_load_without_the_package(tmp_path):
-    model = content_model("sasrec_rope", item_fusion="concat")
+    user_features = [{"name": "gender", "kind": "categorical", "vocab_size": 5}]  # exported with its encoder too
+    model = content_model("sasrec_rope", item_fusion="concat", user_features=user_features)
     model.save_pretrained(tmp_path / "model")
     histories = random_items(3, 6, seed=4)
     with torch.no_grad():

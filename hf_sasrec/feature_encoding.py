@@ -1,11 +1,12 @@
-"""Items that arrive after training: their raw feature values encoded as the item encoder's rows, so that a trained
-model with item features scores them without retraining (`Recommender.add_items`).
+"""Raw feature values encoded as the model's feature inputs, with the vocabularies and statistics of training that
+the config keeps (`item_features`, `user_features`): the rows of items that arrive after training
+(`Recommender.add_items`), and the features of the users being served.
 
-A new item is `{feature: value}` over the features of the model's config (`config.item_features`), with the value
-types of the data step's item tables: a categorical value (any scalar; one unseen in training is "unknown"), a
-multi-valued one (a list, or a string split on `|`), a number (standardised with the training mean and standard
-deviation), and, per modality table, a vector of the table's width. A feature left out or empty is "missing", as in
-training. Semantic ids cannot be computed for a new item (its codes need the RQ-VAE): they are missing.
+An item or a user is `{feature: value}` over the features of the config, with the value types of the data step's
+tables: a categorical value (any scalar; one unseen in training is "unknown"), a multi-valued one (a list, or a
+string split on `|`), a number (standardised with the training mean and standard deviation), and, per modality table
+of the items, a vector of the table's width. A feature left out or empty is "missing", as in training. Semantic ids
+cannot be computed for a new item (its codes need the RQ-VAE): they are missing.
 """
 
 from collections.abc import Mapping, Sequence
@@ -72,24 +73,37 @@ def encode_feature(
     return {f"{name}.codes": torch.full((len(keys), len(spec["level_sizes"])), -1, dtype=torch.long)}
 
 
-def encode_new_items(
+def check_feature_names(specs: list[dict], names: set[str], what: str) -> None:
+    """A feature the model lacks is an error: it would be silently ignored otherwise."""
+    known = {spec["name"] for spec in specs}
+    if names - known:
+        raise ValueError(f"the model has no {what} features {sorted(names - known)}; it has {sorted(known)}.")
+
+
+def encode_items(
     item_features: list[dict],
     items: Mapping[str, Mapping[str, Any]],
     embeddings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The item encoder's rows of new items, in the order of `items` (raw key -> `{feature: value}`), with their
-    vectors of each modality in `embeddings` (modality -> raw key -> vector). A feature the model lacks, or a
-    modality it lacks, is an error (it would be silently ignored otherwise)."""
-    known = {spec["name"] for spec in item_features}
-    unknown = sorted({name for item in items.values() for name in item} - known)
-    unknown_modalities = sorted(set(embeddings or {}) - known)
-    if unknown or unknown_modalities:
-        raise ValueError(f"the model has no item features {unknown + unknown_modalities}; it has {sorted(known)}.")
-    keys = list(items)
-    rows: dict[str, torch.Tensor] = {}
+    vectors of each modality in `embeddings` (modality -> raw key -> vector)."""
+    check_feature_names(
+        item_features, {name for item in items.values() for name in item} | set(embeddings or {}), "item"
+    )
+    keys, rows = list(items), {}
     for spec in item_features:
         rows |= encode_feature(spec, list(items.values()), (embeddings or {}).get(spec["name"]), keys)
     return rows
 
 
-__all__ = ["encode_new_items"]
+def encode_users(user_features: list[dict], users: Sequence[Mapping[str, Any] | None]) -> dict[str, torch.Tensor]:
+    """The `user_features` input of a batch of users, each `{feature: value}` (`None`: every feature missing)."""
+    users = [user or {} for user in users]
+    check_feature_names(user_features, {name for user in users for name in user}, "user")
+    keys, values = [str(row) for row in range(len(users))], {}
+    for spec in user_features:
+        values |= encode_feature(spec, users, None, keys)
+    return values
+
+
+__all__ = ["encode_items", "encode_users"]
