@@ -30,6 +30,13 @@ def squared_distances(points: torch.Tensor, centroids: torch.Tensor) -> torch.Te
     )
 
 
+def mean_squared_distance(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The squared Euclidean distance of each row `[batch, dim]` to its target, averaged over the rows: a loss that
+    does not shrink with the width `dim` (a per-coordinate mean over 384 dimensions would be about 400 times smaller
+    than the quantisation losses over a 32-wide latent, and the latent would collapse towards zero)."""
+    return (predicted - target).pow(2).sum(-1).mean()
+
+
 def sample_rows(points: torch.Tensor, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """`count` rows of `points` (`[num_points, dim]`) drawn at random: distinct rows when there are enough, else
     with replacement. Returns `[count, dim]`; `generator` (a CPU generator) makes the draw reproducible."""
@@ -141,8 +148,8 @@ class RQVAEQuantizerOutput(ModelOutput):
     r"""
     quantized: `[batch, latent_size]` the sum of the chosen codes of every level.
     codes: `[batch, num_levels]` the code chosen at each level.
-    codebook_loss: scalar, the mean squared distance of each level's chosen codes to the (detached) residuals they
-        quantise, summed over levels.
+    codebook_loss: scalar, the squared distance of each level's chosen codes to the (detached) residuals they
+        quantise (summed over the latent, averaged over the batch), summed over levels.
     commitment_loss: scalar, the same distance with the codes detached instead, summed over levels.
     """
 
@@ -186,8 +193,8 @@ class RQVAEResidualQuantizer(nn.Module):
                 codebook.initialize(residuals.detach(), self.kmeans_iterations)
             level_codes = codebook.nearest(residuals.detach())
             chosen = codebook.weight[level_codes]
-            codebook_loss = codebook_loss + nn.functional.mse_loss(chosen, residuals.detach())
-            commitment_loss = commitment_loss + nn.functional.mse_loss(residuals, chosen.detach())
+            codebook_loss = codebook_loss + mean_squared_distance(chosen, residuals.detach())
+            commitment_loss = commitment_loss + mean_squared_distance(residuals, chosen.detach())
             if self.training:
                 codebook.restart_dead_codes(level_codes, residuals.detach(), self.dead_code_steps)
             quantized = quantized + chosen.detach()
@@ -226,7 +233,8 @@ class RQVAEPreTrainedModel(PreTrainedModel):
 class RQVAEOutput(ModelOutput):
     r"""
     loss: scalar, `reconstruction_loss + codebook_loss + commitment_weight * commitment_loss`.
-    reconstruction_loss: scalar, the mean squared error of `reconstruction` against the input.
+    reconstruction_loss: scalar, the squared distance of `reconstruction` to the input, summed over its dimensions
+        and averaged over the batch.
     codebook_loss: scalar, see [`RQVAEQuantizerOutput`].
     commitment_loss: scalar, see [`RQVAEQuantizerOutput`] (not yet weighted).
     codes: `[batch, num_levels]` the semantic id of each input.
@@ -270,7 +278,7 @@ class RQVAEModel(RQVAEPreTrainedModel):
         # Straight-through: the decoder reads the quantised latent, its gradient flows to the encoder as if it had
         # read `latent`.
         reconstruction = self.decoder(latent + (quantized.quantized - latent).detach())
-        reconstruction_loss = nn.functional.mse_loss(reconstruction, item_embeddings)
+        reconstruction_loss = mean_squared_distance(reconstruction, item_embeddings)
         loss = (
             reconstruction_loss + quantized.codebook_loss + self.config.commitment_weight * quantized.commitment_loss
         )
