@@ -20,11 +20,21 @@ backward and AdamW step on one fixed batch of training sequences), timed in this
 
 Each run is appended to `benchmarks/results/item_features_ml-100k.jsonl` as it ends; the summary (mean ± std over the
 seeds, change against `id`, semantic-id report, step cost) goes to `benchmarks/results/item_features_ml-100k.md`.
+
+Cold items (`--cold-items FRACTION`, issue 13's cold-start protocol): seed S trains on `data-cold{FRACTION}-seed{S}`,
+prepared with `--cold-items FRACTION --cold-items-seed S` (so each seed holds out other items) and the text modality,
+and its runs go to `runs-cold{FRACTION}/`. The arms are `id`, `id+features`, `features`, `id+features+users`
+(`--features all --user_features all`: age, gender and occupation) and `popularity` (no training: an item's score is
+its count in the training split), each reporting the test split's metrics for all users and for the users whose
+target is a held-out (cold) or a trained (warm) item; no step timing. Into `item_features_ml-100k_cold.{jsonl,md}`:
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_item_features.py --cold-items 0.1 [--work ...] [--reuse-runs]
 """
 
 import argparse
 import json
 import logging
+import math
 import os
 import statistics
 import subprocess
@@ -35,11 +45,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from datasets import load_from_disk
-from transformers import AutoModelForCausalLM
+from datasets import Dataset, load_from_disk
+from transformers import AutoModelForCausalLM, PretrainedConfig
+from transformers.modeling_outputs import CausalLMOutput
 
 import hf_sasrec
 from hf_sasrec.data_collator import NextItemCollator
+from hf_sasrec.evaluation import evaluate_next_item
+from hf_sasrec.processed_data import cold_item_ids, drop_short_rows, load_processed_data
 
 logger = logging.getLogger("bench_item_features")
 RESULTS = Path(__file__).parent / "results"
@@ -54,16 +67,42 @@ ARMS = {
     "id+codes": ["--semantic_ids", "{codes}"],
 }
 REPORTED = {"ndcg@10": "test_full/ndcg@10", "hr@10": "test_full/hr@10", "mrr": "test_full/mrr"}
+# Cold-item mode: the arms (`popularity` trains nothing) and the numbers a run records, keyed as in `metrics.json`.
+POPULARITY = "popularity"
+COLD_ARMS = {arm: ARMS[arm] for arm in ("id", "id+features", "features")} | {
+    "id+features+users": [*ARMS["id+features"], "--user_features", "all"],
+    POPULARITY: [],
+}
+COLD_REPORTED = REPORTED | {
+    f"{group}_{name}": f"test_full_{group}/{name}"
+    for group in ("cold", "warm")
+    for name in ("ndcg@10", "hr@10", "mrr", "num_users")
+}
+# The columns of the cold-item table: all users, then cold-target and warm-target users.
+COLD_COLUMNS = {
+    "ndcg@10": "NDCG@10 all",
+    "hr@10": "HR@10 all",
+    "cold_ndcg@10": "NDCG@10 cold",
+    "cold_hr@10": "HR@10 cold",
+    "cold_mrr": "MRR cold",
+    "warm_ndcg@10": "NDCG@10 warm",
+    "warm_hr@10": "HR@10 warm",
+}
+CONTENT_ARMS = ("features", "id+features")
 
 
 @dataclass
 class Inputs:
-    """What the arms train on: the data folder, the semantic-ids folder (`None` without text) and its report."""
+    """What the arms train on: the data folder, the semantic-ids folder (`None` without text) and its report, where
+    the runs go, whether the data has the text modality and, in the cold-item mode, the fraction of items held out."""
 
     data_dir: Path
     codes_dir: Path | None
     semantic_ids_report: dict | None
     seconds: dict[str, float]
+    runs_dir: Path
+    text: bool
+    cold_items: float | None = None
 
 
 def run(command: list[str], log_file: Path) -> tuple[float, float]:
@@ -95,12 +134,12 @@ def code_version() -> str:
     return commit.strip() + (" with uncommitted changes" if changed.strip() else "")
 
 
-def prepare(work: Path) -> Inputs:
-    """The data folders, text embeddings and semantic ids under `work`, made unless already there. A text encoder
-    that cannot be loaded is logged and leaves the text out (and the semantic ids, made from it)."""
-    log_file, seconds = work / "prepare.log", {}
+def prepare_text(work: Path, seconds: dict[str, float]) -> tuple[Path, str | None]:
+    """The data folder `work/data/ml-100k` and the text embeddings `work/item_text.npy`, made unless already there
+    (their seconds added to `seconds`); also the `--embedding` value that adds the text to a data folder, `None` when
+    the text encoder cannot be loaded (logged)."""
+    log_file = work / "prepare.log"
     data_dir, text_file = work / "data" / "ml-100k", work / "item_text.npy"
-    text_data_dir, codes_dir = work / "data-text" / "ml-100k", work / "semantic_ids"
     if not (data_dir / "dataset_dict.json").exists():
         command = [sys.executable, "-m", "data_preprocess", "--output", str(data_dir)]
         seconds["data"] = run(command, log_file)[0]
@@ -115,48 +154,149 @@ def prepare(work: Path) -> Inputs:
                 error,
                 TEXT_PACKAGES,
             )
-            return Inputs(data_dir, None, None, seconds)
+            return data_dir, None
+    return data_dir, f"text={text_file}:{data_dir / 'tokenizer' / 'id2item.json'}"
+
+
+def prepare(work: Path) -> Inputs:
+    """The data folders, text embeddings and semantic ids under `work`, made unless already there. A text encoder
+    that cannot be loaded is logged and leaves the text out (and the semantic ids, made from it)."""
+    log_file, seconds, runs_dir = work / "prepare.log", {}, work / "runs"
+    text_file, text_data_dir, codes_dir = work / "item_text.npy", work / "data-text" / "ml-100k", work / "semantic_ids"
+    data_dir, text = prepare_text(work, seconds)
+    if text is None:
+        return Inputs(data_dir, None, None, seconds, runs_dir, text=False)
     if not (text_data_dir / "dataset_dict.json").exists():
-        ids = data_dir / "tokenizer" / "id2item.json"
         command = [sys.executable, "-m", "data_preprocess", "--output", str(text_data_dir)]
-        seconds["data_text"] = run([*command, "--embedding", f"text={text_file}:{ids}"], log_file)[0]
+        seconds["data_text"] = run([*command, "--embedding", text], log_file)[0]
     if not (codes_dir / "report.json").exists():
         command = [sys.executable, "-m", "hf_sasrec.semantic_ids", "--embeddings", str(text_file)]
         command += ["--data", str(text_data_dir), "--output", str(codes_dir)]
         seconds["semantic_ids"] = run(command, log_file)[0]
     report = json.loads((codes_dir / "report.json").read_text())
-    return Inputs(text_data_dir, codes_dir, report, seconds)
+    return Inputs(text_data_dir, codes_dir, report, seconds, runs_dir, text=True)
 
 
-def train(arm: str, seed: int, inputs: Inputs, work: Path, reuse: bool, code: str) -> dict:
-    """One run of `arm`; its record, `code` being the code version (also written beside the run folder, where
-    `reuse` reads it back)."""
-    output_dir = work / "runs" / f"{arm}-seed{seed}"
+def prepare_cold(work: Path, fraction: float, seed: int) -> Inputs:
+    """Seed `seed`'s data folder of the cold-item mode, `work/data-cold{fraction}-seed{seed}/ml-100k`, made unless
+    already there: `fraction` of the items (drawn with `seed`) held out of the train split, the text modality added
+    (unless the text encoder cannot be loaded). The text embeddings are matched to the items by raw id."""
+    seconds = {}
+    _, text = prepare_text(work, seconds)
+    data_dir = work / f"data-cold{fraction}-seed{seed}" / "ml-100k"
+    if not (data_dir / "dataset_dict.json").exists():
+        command = [sys.executable, "-m", "data_preprocess", "--output", str(data_dir), "--cold-items", str(fraction)]
+        command += ["--cold-items-seed", str(seed), *(["--embedding", text] if text else [])]
+        seconds[f"data_cold_seed{seed}"] = run(command, work / "prepare.log")[0]
+    return Inputs(
+        data_dir, None, None, seconds, work / f"runs-cold{fraction}", text=text is not None, cold_items=fraction
+    )
+
+
+class PopularityScorer(torch.nn.Module):
+    """A stand-in `*ForCausalLM` for `evaluate_next_item` whose next-item scores ignore the history: every position
+    of every user scores each item by `counts` (its count in the training split)."""
+
+    def __init__(self, counts: torch.Tensor, pad_token_id: int, num_special_tokens: int, max_length: int):
+        super().__init__()
+        self.config = PretrainedConfig(
+            vocab_size=len(counts), pad_token_id=pad_token_id, max_position_embeddings=max_length
+        )
+        self.config.num_special_tokens = num_special_tokens
+        self.counts = torch.nn.Parameter(counts.float(), requires_grad=False)
+
+    def forward(
+        self, input_ids: torch.LongTensor, attention_mask: torch.LongTensor, logits_to_keep: int = 0, **kwargs
+    ) -> CausalLMOutput:
+        """`input_ids`, `attention_mask`: `[batch, length]`, left-padded (every user's last item at the last
+        position). Returns the logits `[batch, logits_to_keep or length, vocab_size]` of the last positions."""
+        if not attention_mask[:, -1].all():
+            raise ValueError("PopularityScorer: the histories must be left-padded (the last position holds an item)")
+        positions = logits_to_keep or input_ids.shape[1]
+        return CausalLMOutput(logits=self.counts.expand(len(input_ids), positions, -1))
+
+
+def item_counts(train: Dataset, vocab_size: int) -> torch.Tensor:
+    """`[vocab_size]`: how often each token id occurs in the `item_ids` of the rows of `train`."""
+    items = torch.tensor([item for row in train["item_ids"] for item in row], dtype=torch.long)
+    return torch.bincount(items, minlength=vocab_size)
+
+
+def chance(test: Dataset, cold_items: list[int], num_items: int, k: int = 10) -> dict[str, float]:
+    """The expected HR@k and NDCG@k of the cold-target users of `test` under a uniformly random full ranking with the
+    history excluded: a target among `c` candidates (the `num_items` items less the user's other history items)
+    lies at each rank with probability `1 / c`. Keyed `chance_cold_hr@k`, `chance_cold_ndcg@k` (0 without such
+    users)."""
+    cold, hits, gains = set(cold_items), [], []
+    for row in test["item_ids"]:
+        if row[-1] in cold:
+            candidates = num_items - len(set(row[:-1]) - {row[-1]})
+            hits.append(min(k, candidates) / candidates)
+            gains.append(sum(1 / math.log2(rank + 2) for rank in range(min(k, candidates))) / candidates)
+    return {
+        f"chance_cold_hr@{k}": statistics.fmean(hits or [0.0]),
+        f"chance_cold_ndcg@{k}": statistics.fmean(gains or [0.0]),
+    }
+
+
+def popularity(data_dir: Path) -> dict[str, float]:
+    """The `popularity` arm on `data_dir`: the test split ranked by the items' counts in the training split (the
+    rows a model trains on), by `evaluate_next_item` as `hf_sasrec.sft` calls it (full ranking, history excluded,
+    cold and warm targets apart). Returns the metrics keyed as in `metrics.json` (`test_full/...`) and, for scale,
+    those of a random ranking on the cold targets (see `chance`)."""
+    splits, stats, tokenizer = load_processed_data(str(data_dir))
+    train, test = (drop_short_rows(splits[name], name) for name in ("train", "test"))
+    max_length, num_special = stats["args"]["max_length"], stats["num_special_tokens"]
+    scorer = PopularityScorer(item_counts(train, len(tokenizer)), tokenizer.pad_token_id, num_special, max_length)
+    cold_items = cold_item_ids(data_dir)
+    metrics = evaluate_next_item(scorer, test, exclude_history=True, max_length=max_length, cold_items=cold_items)
+    return {f"test_{name}": value for name, value in metrics.items()} | chance(
+        test, cold_items, len(tokenizer) - num_special
+    )
+
+
+def train(arm: str, seed: int, inputs: Inputs, reuse: bool, code: str) -> dict:
+    """One run of `arm` (`popularity`: no training, see `popularity`); its record, `code` being the code version
+    (also written beside the run folder, where `reuse` reads it back)."""
+    output_dir = inputs.runs_dir / f"{arm}-seed{seed}"
     record_file = output_dir.with_suffix(".json")
     if reuse and record_file.exists():
         return json.loads(record_file.read_text()) | {"reused": True}
-    command = [sys.executable, "-m", "hf_sasrec.sft", "--config", CONFIG, "--data_dir", str(inputs.data_dir)]
-    command += ["--output_dir", str(output_dir), "--seed", str(seed), "--overwrite_output_dir", "true"]
-    command += ["--report_to", "none", "--disable_tqdm", "true"]
-    command += [option.format(codes=inputs.codes_dir) for option in ARMS[arm]]
-    wall, peak_rss = run(command, work / "runs" / f"{arm}-seed{seed}.log")
-    metrics = json.loads((output_dir / "metrics.json").read_text())
+    if arm == POPULARITY:
+        start = time.perf_counter()
+        description = f"training-split item counts of {inputs.data_dir} (no training)"
+        metrics, wall, peak_rss = popularity(inputs.data_dir), time.perf_counter() - start, None
+    else:
+        command = [sys.executable, "-m", "hf_sasrec.sft", "--config", CONFIG, "--data_dir", str(inputs.data_dir)]
+        command += ["--output_dir", str(output_dir), "--seed", str(seed), "--overwrite_output_dir", "true"]
+        command += ["--report_to", "none", "--disable_tqdm", "true"]
+        options = COLD_ARMS[arm] if inputs.cold_items is not None else ARMS[arm]
+        command += [option.format(codes=inputs.codes_dir) for option in options]
+        wall, peak_rss = run(command, inputs.runs_dir / f"{arm}-seed{seed}.log")
+        description = " ".join(command[1:])
+        metrics = json.loads((output_dir / "metrics.json").read_text())
+    reported = REPORTED if inputs.cold_items is None else COLD_REPORTED
     record = {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dataset": "ml-100k",
         "arm": arm,
         "seed": seed,
-        "text": inputs.codes_dir is not None,
+        "text": inputs.text,
         "code": code,
-        "command": " ".join(command[1:]),
-        **{name: metrics[key] for name, key in REPORTED.items()},
-        "epochs": metrics["epochs"],
-        "best_epoch": metrics["best_epoch"],
-        "train_samples_per_second": metrics["train_samples_per_second"],
-        "train_runtime_s": metrics["train_runtime"],
-        "wall_s": round(wall, 1),
-        "peak_rss_mib": round(peak_rss, 1),
+        "command": description,
+        **({} if inputs.cold_items is None else {"cold_items": inputs.cold_items, "cold_items_seed": seed}),
+        **{name: metrics[key] for name, key in reported.items()},
     }
+    if arm == POPULARITY:
+        record |= {name: value for name, value in metrics.items() if name.startswith("chance_")}
+    else:
+        record |= {
+            "epochs": metrics["epochs"],
+            "best_epoch": metrics["best_epoch"],
+            "train_samples_per_second": metrics["train_samples_per_second"],
+            "train_runtime_s": metrics["train_runtime"],
+        }
+    record |= {"wall_s": round(wall, 1), "peak_rss_mib": None if peak_rss is None else round(peak_rss, 1)}
     record_file.write_text(json.dumps(record, indent=1))
     return record
 
@@ -197,15 +337,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(records: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
-    """Per arm, the mean and std over its runs of every reported number."""
-    numbers = [*REPORTED, "epochs", "train_samples_per_second", "train_runtime_s", "peak_rss_mib"]
-    arms = dict.fromkeys(record["arm"] for record in records)
-    return {
-        arm: {name: mean_std([r[name] for r in records if r["arm"] == arm]) for name in numbers}
-        | {"runs": (sum(r["arm"] == arm for r in records), 0.0)}
-        for arm in arms
-    }
+def summarize(records: list[dict], numbers: list[str]) -> dict[str, dict[str, tuple[float, float] | None]]:
+    """Per arm, the mean and std over its runs of each of `numbers` (`None` where its runs have none: the
+    `popularity` arm has no epochs)."""
+    by_arm = {arm: [r for r in records if r["arm"] == arm] for arm in dict.fromkeys(r["arm"] for r in records)}
+    summary = {}
+    for arm, runs in by_arm.items():
+        values = {name: [r[name] for r in runs if r.get(name) is not None] for name in numbers}
+        summary[arm] = {name: mean_std(found) if found else None for name, found in values.items()}
+        summary[arm]["runs"] = (len(runs), 0.0)
+    return summary
 
 
 def change(summary: dict, arm: str, name: str) -> str:
@@ -255,7 +396,7 @@ def target_lines(summary: dict) -> list[str]:
 
 def markdown(records: list[dict], inputs: Inputs, costs: dict, command: str, code: str) -> str:
     """The summary of the runs, the semantic ids and the step costs."""
-    summary = summarize(records)
+    summary = summarize(records, [*REPORTED, "epochs", "train_samples_per_second", "train_runtime_s", "peak_rss_mib"])
     lines = [
         "# Item encoder on MovieLens-100K (sasrec_rope, `train_configs/sft/default.yaml`)",
         "",
@@ -307,37 +448,149 @@ def markdown(records: list[dict], inputs: Inputs, costs: dict, command: str, cod
     return "\n".join(lines) + "\n"
 
 
+def cold_target_lines(summary: dict) -> list[str]:
+    """Issue 13's cold-start targets: the content arms against `popularity` on the cold targets, the user features
+    against `id+features`."""
+    lines = []
+    if POPULARITY in summary:
+        base = summary[POPULARITY]
+        for arm in (arm for arm in CONTENT_ARMS if arm in summary):
+            cells, met = [], True
+            for name, label in (("cold_hr@10", "HR@10"), ("cold_ndcg@10", "NDCG@10")):
+                value, reference = summary[arm][name][0], base[name][0]
+                met &= value >= 3 * reference and value > 0
+                ratio = f"{value / reference:.1f}×" if reference else "popularity's is 0"
+                cells.append(f"{label} {value:.4f} vs {reference:.4f} ({ratio})")
+            lines.append(
+                f"- {arm} ≥ 3× popularity on cold targets: {', '.join(cells)}; {'met' if met else 'not met'}."
+            )
+        if base["cold_hr@10"][0] == 0:
+            lines.append(
+                "- Popularity scores a held-out item by its training count, 0, below every trained item, so it never "
+                "puts a cold target in its top 10: its cold-target HR@10 and NDCG@10 are 0, and the 3× target is met "
+                "by any model that ranks some cold target in its top 10."
+            )
+        if base.get("chance_cold_hr@10"):
+            lines.append(
+                f"- For scale, a uniformly random ranking (expected value) on the cold targets: HR@10 "
+                f"{base['chance_cold_hr@10'][0]:.4f}, NDCG@10 {base['chance_cold_ndcg@10'][0]:.4f}."
+            )
+    if "id" in summary and summary["id"]["cold_hr@10"][0] == 0:
+        lines.append(
+            "- `id` never puts a cold target in its top 10: a held-out item's id embedding and output row are never "
+            "a training target, only negatives of the full softmax, so its score stays below the trained items'."
+        )
+    if "id+features+users" in summary and "id+features" in summary:
+        cells = []
+        for name, label in (("ndcg@10", "all"), ("cold_ndcg@10", "cold"), ("warm_ndcg@10", "warm")):
+            value, reference = summary["id+features+users"][name][0], summary["id+features"][name][0]
+            change = f"{value / reference - 1:+.1%}" if reference else "–"
+            cells.append(f"{label} {value:.4f} vs {reference:.4f} ({change})")
+        lines.append(f"- id+features+users vs id+features, NDCG@10: {'; '.join(cells)}.")
+    return lines
+
+
+def cold_markdown(records: list[dict], inputs_by_seed: dict[int, Inputs], command: str, code: str) -> str:
+    """The summary of the cold-item runs: per arm the metrics of all, cold-target and warm-target users, and the
+    targets of issue 13."""
+    numbers = [*COLD_COLUMNS, "epochs", "train_runtime_s", "chance_cold_hr@10", "chance_cold_ndcg@10"]
+    summary = summarize(records, numbers)
+    seeds = list(inputs_by_seed)
+    fraction = next(iter(inputs_by_seed.values())).cold_items
+    data = []
+    for seed, inputs in inputs_by_seed.items():
+        stats = json.loads((inputs.data_dir / "stats.json").read_text())
+        cold = stats["cold_items"]
+        counts = item_counts(load_from_disk(str(inputs.data_dir))["train"], stats["vocab_size"])
+        untrained = int((counts[stats["num_special_tokens"] :] == 0).sum()) - cold["num_cold_items"]
+        data.append(
+            f"seed {seed}: {cold['num_cold_items']} items held out, {cold['train_interactions_removed']} training "
+            f"interactions removed, {cold['test_cold_targets']} cold test targets, {untrained} warm items in no "
+            "training row"
+        )
+    lines = [
+        f"# Cold items on MovieLens-100K (sasrec_rope, `{CONFIG}`)",
+        "",
+        f"`{command}`, code: {code}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}.",
+        "",
+        f"Seed S holds out {fraction:.0%} of the items (`python -m data_preprocess --cold-items {fraction} "
+        "--cold-items-seed S`, with the title text modality) and trains with seed S; "
+        + "; ".join(data)
+        + ". Test split, full ranking (history excluded), mean ± std over the seeds, for all users, for those "
+        "whose target is a held-out item (cold) and for the others (warm). `popularity` ranks by training-split "
+        "counts (no training; ties ranked pessimistically). A training row keeps a user's last `max_length + 1` "
+        "items, so some warm items are in no training row either.",
+        "",
+        f"| arm | runs | {' | '.join(COLD_COLUMNS.values())} | cold-target users (seeds {'/'.join(map(str, seeds))}) "
+        "| epochs | train s |",
+        "| --- " * (len(COLD_COLUMNS) + 5) + "|",
+    ]
+    for arm, numbers in summary.items():
+        cells = [arm, str(int(numbers["runs"][0]))]
+        cells += [f"{numbers[name][0]:.4f} ± {numbers[name][1]:.4f}" for name in COLD_COLUMNS]
+        users = {r["seed"]: r["cold_num_users"] for r in records if r["arm"] == arm}
+        cells.append("/".join(f"{users[seed]:.0f}" if seed in users else "–" for seed in seeds))
+        for name in ("epochs", "train_runtime_s"):
+            cells.append("–" if numbers[name] is None else f"{numbers[name][0]:.1f} ± {numbers[name][1]:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", "Issue 13 targets:", "", *cold_target_lines(summary)]) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="outputs/bench/item_features", help="data, embeddings, codes and runs")
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS | COLD_ARMS), help="default: every arm of the mode")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=50, help="timed training steps an arm (0: no step timing)")
+    parser.add_argument(
+        "--steps", type=int, default=50, help="timed training steps an arm (0: none; none with --cold-items)"
+    )
     parser.add_argument("--reuse-runs", action="store_true", help="read runs that already have their record")
-    parser.add_argument("--output", default=str(RESULTS / "item_features_ml-100k.jsonl"))
+    parser.add_argument(
+        "--cold-items",
+        type=float,
+        metavar="FRACTION",
+        help="the cold-item mode: hold this fraction of the items out of training (other items each seed)",
+    )
+    parser.add_argument("--output", help="default: benchmarks/results/item_features_ml-100k[_cold].jsonl")
     args = parser.parse_args()
+    cold = args.cold_items is not None
+    mode_arms = COLD_ARMS if cold else ARMS
+    unknown = [arm for arm in args.arms or [] if arm not in mode_arms]
+    if unknown:
+        parser.error(f"--arms {' '.join(unknown)}: not arms of this mode, whose arms are {', '.join(mode_arms)}")
+    output = Path(args.output or RESULTS / f"item_features_ml-100k{'_cold' if cold else ''}.jsonl")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     work, code = Path(args.work), code_version()
     logger.info("hf_sasrec: %s", code)
-    (work / "runs").mkdir(parents=True, exist_ok=True)
-    inputs = prepare(work)
-    arms = [arm for arm in args.arms if inputs.codes_dir is not None or "{codes}" not in ARMS[arm]]
+    work.mkdir(parents=True, exist_ok=True)
+    if cold:
+        inputs_by_seed = {seed: prepare_cold(work, args.cold_items, seed) for seed in args.seeds}
+        arms = args.arms or list(COLD_ARMS)
+    else:
+        inputs = prepare(work)
+        inputs_by_seed = dict.fromkeys(args.seeds, inputs)
+        arms = [arm for arm in args.arms or ARMS if inputs.codes_dir is not None or "{codes}" not in ARMS[arm]]
     records = []
     for arm in arms:
-        for seed in args.seeds:
-            record = train(arm, seed, inputs, work, args.reuse_runs, code)
+        for seed, inputs in inputs_by_seed.items():
+            inputs.runs_dir.mkdir(parents=True, exist_ok=True)
+            record = train(arm, seed, inputs, args.reuse_runs, code)
             logger.info("%s seed %d: NDCG@10 %.4f", arm, seed, record["ndcg@10"])
             if not record.get("reused"):
-                with Path(args.output).open("a") as output:
-                    output.write(json.dumps(record) + "\n")
+                with output.open("a") as file:
+                    file.write(json.dumps(record) + "\n")
             records.append(record)
-    costs = {}
-    if args.steps:
-        run_dirs = {arm: work / "runs" / f"{arm}-seed{args.seeds[0]}" for arm in arms}
-        costs = {"batch_size": 64, "length": 50, "steps": args.steps}
-        costs["arms"] = step_cost(run_dirs, inputs.data_dir, args.steps, costs["batch_size"], costs["length"])
-    text = markdown(records, inputs, costs, " ".join(["python", *sys.argv]), code)
-    Path(args.output).with_suffix(".md").write_text(text)
+    command = " ".join(["python", *sys.argv])
+    if cold:
+        text = cold_markdown(records, inputs_by_seed, command, code)
+    else:
+        costs = {}
+        if args.steps:
+            run_dirs = {arm: inputs.runs_dir / f"{arm}-seed{args.seeds[0]}" for arm in arms}
+            costs = {"batch_size": 64, "length": 50, "steps": args.steps}
+            costs["arms"] = step_cost(run_dirs, inputs.data_dir, args.steps, costs["batch_size"], costs["length"])
+        text = markdown(records, inputs, costs, command, code)
+    output.with_suffix(".md").write_text(text)
     print(text)
 
 
