@@ -1,5 +1,10 @@
 """Tiny models and batches shared by the model tests."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -19,6 +24,23 @@ sys.meta_path.insert(0, RefuseHfSasrec())
 """
 """Source that a subprocess runs first so that `import hf_sasrec` (and `import data_preprocess`, which the hf-sasrec
 distribution ships with it) fails in it, as where hf-sasrec is not installed."""
+
+
+def run_downstream(source: str, *args: str, cwd: Path) -> tuple[dict, subprocess.CompletedProcess]:
+    """Run `source` (which starts with `HIDE_HF_SASREC`) in a fresh Python with `args`, offline, one thread, an empty
+    stdin (a prompt would fail, not wait) and its own modules cache under `cwd`; it must exit 0. Returns the JSON
+    object of its last output line and the finished process."""
+    result = subprocess.run(
+        [sys.executable, "-c", source, *args],
+        input="",
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"HF_MODULES_CACHE": str(cwd / "modules"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), result
 
 
 def tiny_config(variant: str, **overrides):

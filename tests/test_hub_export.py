@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
-from model_helpers import HIDE_HF_SASREC, VOCAB_SIZE, assert_same_recommendations, tiny_model
+from model_helpers import HIDE_HF_SASREC, VOCAB_SIZE, assert_same_recommendations, run_downstream, tiny_model
 
 from hf_sasrec.item_tokenizer import NUM_SPECIAL_TOKENS, build_item_tokenizer, vocabulary_fingerprint
 from hf_sasrec.model_card import EXAMPLE_HISTORIES, EXAMPLE_TIMES, save_for_hub
@@ -87,18 +87,10 @@ def test_hub_folder_loads_without_the_package_and_recommends_the_same(variant, t
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM"}
     assert config["item_vocab_fingerprint"] == vocabulary_fingerprint(build_item_tokenizer(KEYS))
     times = TIMES if variant == "tisasrec" else [[0] * len(history) for history in HISTORIES]
-    result = subprocess.run(
-        [sys.executable, "-c", DOWNSTREAM, str(folder), json.dumps(HISTORIES), json.dumps(times)],
-        input="",
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-        timeout=300,
+    downstream, result = run_downstream(
+        DOWNSTREAM, str(folder), json.dumps(HISTORIES), json.dumps(times), cwd=tmp_path
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     assert "custom code" not in result.stdout + result.stderr  # no prompt to run the folder's code for the tokenizer
-    downstream = json.loads(result.stdout.strip().splitlines()[-1])
     assert downstream["module"].startswith("transformers_modules") and downstream["vocab"] == VOCAB_SIZE
     expected = recommender(HISTORIES, top_k=10, timestamps=TIMES if variant == "tisasrec" else None)
     for got, want in zip(downstream["results"], expected, strict=True):

@@ -3,14 +3,20 @@ against the fused vectors, encodes the catalog once a forward pass, keeps the fe
 load where `hf_sasrec` is absent), and a content-only model scores items by their content alone."""
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import torch
-from model_helpers import HIDE_HF_SASREC, VARIANT_NAMES, VOCAB_SIZE, extra_inputs, random_items, tiny_model
+from model_helpers import (
+    HIDE_HF_SASREC,
+    VARIANT_NAMES,
+    VOCAB_SIZE,
+    extra_inputs,
+    random_items,
+    run_downstream,
+    tiny_model,
+)
 from sft_helpers import tiny_run_arguments
 from test_data_features import DECLARED, data_log, write_table  # noqa: F401 (data_log is a fixture)
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -173,16 +179,7 @@ def test_feature_tables_travel_with_the_checkpoint_and_load_without_the_package(
         print(json.dumps({"top10": scores.topk(10).indices.tolist(), "scores": scores.tolist()}))
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", downstream, str(tmp_path / "model"), json.dumps(histories.tolist())],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    remote = json.loads(result.stdout.strip().splitlines()[-1])
+    remote, _ = run_downstream(downstream, str(tmp_path / "model"), json.dumps(histories.tolist()), cwd=tmp_path)
     assert remote["top10"] == expected.topk(10).indices.tolist()
     np.testing.assert_allclose(remote["scores"], expected.numpy(), atol=1e-5, rtol=0)
 

@@ -2,12 +2,10 @@
 training run folder with hf_sasrec imported and from an exported folder where hf-sasrec is not installed."""
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
-from model_helpers import HIDE_HF_SASREC, VOCAB_SIZE, assert_same_recommendations, tiny_model
+from model_helpers import HIDE_HF_SASREC, VOCAB_SIZE, assert_same_recommendations, run_downstream, tiny_model
 from transformers import pipeline
 
 from hf_sasrec.item_tokenizer import NUM_SPECIAL_TOKENS, build_item_tokenizer, save_item_tokenizer
@@ -109,16 +107,7 @@ def test_saved_folder_serves_the_pipeline_without_the_package(variant, saver, tm
         PIPELINE_TASK: {"impl": "pipeline_next_item.NextItemRecommendationPipeline", "pt": ["AutoModelForCausalLM"]}
     }
     times = times_for(variant, HISTORIES)
-    result = subprocess.run(
-        [sys.executable, "-c", DOWNSTREAM, str(folder), json.dumps(HISTORIES), json.dumps(times)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    downstream = json.loads(result.stdout.strip().splitlines()[-1])
+    downstream, _ = run_downstream(DOWNSTREAM, str(folder), json.dumps(HISTORIES), json.dumps(times), cwd=tmp_path)
     assert downstream["module"].startswith("transformers_modules")
     expected = recommender(HISTORIES, top_k=6, timestamps=times)
     assert_same_recommendations(downstream["results"], expected)
