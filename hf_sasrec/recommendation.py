@@ -155,11 +155,21 @@ class NextItemRecommender:
         self.max_length = max_length or self.config.max_position_embeddings
         self.batch_size = batch_size
         self.uses_timestamps = model_uses_timestamps(model)
+        self._item_embeddings: torch.Tensor | None = None
 
     @property
     def item_embeddings(self) -> torch.Tensor:
-        """The output layer the scores come from: `[vocab, hidden]`."""
-        return self.model.item_embeddings()
+        """The output layer the scores come from: `[vocab, hidden]`. A model with item features encodes its whole
+        catalog to get it, so it is computed once and kept; call [`refresh_item_embeddings`] after changing the
+        model's weights or items."""
+        if self._item_embeddings is None:
+            with torch.no_grad():
+                self._item_embeddings = self.model.item_embeddings().detach()
+        return self._item_embeddings
+
+    def refresh_item_embeddings(self) -> None:
+        """Forget the kept output layer: the next use of `item_embeddings` computes it from the model again."""
+        self._item_embeddings = None
 
     @property
     def num_items(self) -> int:

@@ -157,8 +157,8 @@ class Recommender(NextItemRecommender):
         )
         setattr(self.config, ITEM_VOCAB_FINGERPRINT, vocabulary_fingerprint(self.tokenizer))
         self.item_keys = ItemKeys(item_keys(self.tokenizer), self.num_special_tokens)
-        with torch.no_grad():
-            self.index.add_items(self.item_embeddings)
+        self.refresh_item_embeddings()
+        self.index.add_items(self.item_embeddings)
         logger.info("Added %d items (token ids %d to %d).", len(items), first, self.config.vocab_size - 1)
         return list(range(first, self.config.vocab_size))
 

@@ -305,6 +305,22 @@ def test_added_items_are_scored_from_their_content_and_retrieved(use_item_id, tm
     assert reloaded(history, top_k=5)["items"] == recommender(history, top_k=5)["items"]
 
 
+def test_the_recommender_encodes_the_catalog_once_until_told_to_refresh(monkeypatch):
+    model = content_model(item_features=SERVING_FEATURES)
+    recommender = Recommender(model, build_item_tokenizer(ITEM_KEYS))
+    calls = []
+    encode = model.item_embeddings
+    monkeypatch.setattr(model, "item_embeddings", lambda: calls.append(1) or encode())
+    first = recommender([["item3", "item9"], ["item1"]], top_k=3)
+    assert recommender(["item3", "item9"], top_k=3) == first[0] and calls == []
+    kept = recommender.item_embeddings.clone()
+    with torch.no_grad():
+        model.model.item_encoder.features.brand.embedding.weight.mul_(-1.0)
+    recommender.refresh_item_embeddings()
+    torch.testing.assert_close(recommender.item_embeddings, encode().detach())
+    assert calls == [1] and not torch.allclose(recommender.item_embeddings, kept)
+
+
 def test_adding_items_is_refused_for_an_id_model_known_keys_and_unknown_features():
     recommender = Recommender(content_model(item_features=SERVING_FEATURES), build_item_tokenizer(ITEM_KEYS))
     with pytest.raises(ValueError, match=r"Items already in the catalog: \['item3'\]"):
