@@ -54,15 +54,13 @@ GAMES = ROOT.parent / "shared" / "data" / "amazon-games" / "Video.txt"
 # Amazon Video Games as the SASRec paper prepared it (`user item` lines, each user's items in time order).
 GAMES_USERS, GAMES_ITEMS, GAMES_MEAN_LENGTH, GAMES_MIN_LENGTH = 31013, 23715, 9.3, 5
 NUM_SPECIAL_TOKENS = hf_sasrec.SASRecConfig.num_special_tokens
+# SASRec's Games configuration: the `sasrec/paper.json` preset's sizes and dropout (its BCE loss aside: every run here
+# trains with the full softmax), over histories of 50 items.
+PAPER_PRESET = json.loads((ROOT / "model_configs" / "sasrec" / "paper.json").read_text())
 CONFIGS = {
-    "paper": {  # SASRec's Games configuration
-        "hidden_size": 50,
-        "intermediate_size": 50,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 1,
+    "paper": {
+        **{key: value for key, value in PAPER_PRESET.items() if key not in ("model_type", "loss_type")},
         "max_position_embeddings": 50,
-        "hidden_dropout_prob": 0.5,
-        "attention_dropout": 0.5,
     },
     "big": {
         "hidden_size": 256,

@@ -37,6 +37,7 @@ class RunInfo:
         eval_protocol: the protocol of the evaluation that selected the model: `"full"` or `"sampled"`.
         exclude_history: whether the `full` protocol removed each user's history items from the ranking.
         num_sampled_negatives: negatives per user of the `sampled` protocol.
+        data_rules: the settings that `hf_sasrec.data_rules` derived from the data (`--data_rules true`).
         command: the run's command-line arguments.
         sft_dir: DPO: the SFT run folder the model was aligned from.
         preference_dir: DPO: the preference pairs.
@@ -55,6 +56,7 @@ class RunInfo:
     eval_protocol: str | None = None
     exclude_history: bool | None = None
     num_sampled_negatives: int | None = None
+    data_rules: dict[str, Any] | None = None
     command: list[str] | None = None
     sft_dir: str | None = None
     preference_dir: str | None = None

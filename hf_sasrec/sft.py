@@ -188,6 +188,7 @@ def write_run_folder(
         eval_protocol=training_args.eval_protocol,
         exclude_history=training_args.exclude_history,
         num_sampled_negatives=training_args.num_sampled_negatives,
+        data_rules={key: value for key, (value, _) in data_args.applied_data_rules.items()} or None,
         command=argv,
     ).save(path)
     atomic_write_json(path / "metrics.json", metrics)
@@ -207,6 +208,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with training_args.main_process_first(desc="preparing missing inputs"):
         prepare_missing_inputs(model_args, data_args)
     splits, stats, tokenizer = load_processed_data(data_args.data_dir, split_config_argument(argv)[0])
+    if data_args.data_rules:
+        model_args, data_args, training_args, config_fields = parse_sft_args(argv, stats)
     feature_specs, feature_tables = read_run_item_features(model_args, data_args, tokenizer)
     if feature_specs:
         config_fields = {**config_fields, "item_features": feature_specs}

@@ -24,6 +24,7 @@ from transformers.trainer_utils import SaveStrategy
 
 from .argument_parser import COMMAND_LINE, ArgumentError, RecommenderArgumentParser, closest_key, type_name
 from .configuration_sasrec import SASRecConfig
+from .data_rules import DATA_RULES_SOURCE, rule_values
 from .evaluation import PROTOCOLS
 from .registry import VARIANTS
 
@@ -82,6 +83,15 @@ class DataArguments:
     sliding_window: bool = field(
         default=False, metadata={"help": "Train on every max_length window of long sequences, not only the last."}
     )
+    data_rules: bool = field(
+        default=False,
+        metadata={
+            "help": "Derive the settings of hf_sasrec.data_rules (dropout, loss) from the data's stats.json, where "
+            "the YAML file and the command line do not give them."
+        },
+    )
+    # Set by `parse_sft_args`: the settings the data rules gave this run, `key -> (value, reason)`.
+    applied_data_rules: dict[str, tuple[Any, str]] = field(init=False, default_factory=dict)
 
     def __post_init__(self):
         if self.max_length < 1:
@@ -245,17 +255,20 @@ def check_config_fields(
 
 
 def parse_sft_args(
-    args: list[str] | None = None,
+    args: list[str] | None = None, data_stats: dict[str, Any] | None = None
 ) -> tuple[ModelArguments, DataArguments, SFTTrainingArguments, dict[str, Any]]:
     """Parse `[--config FILE.yaml] [--key value ...]` into the three argument dataclasses and the config fields set.
 
-    A first pass reads `model_type` and `model_config`: the variant decides which config fields are keys. Raises
+    A first pass reads `model_type` and `model_config`: the variant decides which config fields are keys. With
+    `data_stats` (the data's `stats.json`) and `data_rules` set, the values of [`hf_sasrec.data_rules`] are layered
+    over the preset and under the YAML file; those that neither the file nor the command line override are logged and
+    listed in `DataArguments.applied_data_rules`. Raises
     [`ArgumentError`] (a `ValueError`) naming the source (YAML file, command line or preset) and the key for an
     unknown key (with the closest valid one), a value of the wrong type, an unknown model type or inconsistent
     settings.
     """
-    first_pass = RecommenderArgumentParser(ModelArguments, add_help=False)
-    model_args, _ = first_pass.parse_args_and_config(args, return_remaining_strings=True)
+    first_pass = RecommenderArgumentParser((ModelArguments, DataArguments), add_help=False)
+    model_args, data_args, _ = first_pass.parse_args_and_config(args, return_remaining_strings=True)
     preset = read_model_config(model_args.model_config) if model_args.model_config else {}
     model_type = model_args.model_type or preset.get("model_type") or DEFAULT_MODEL_TYPE
     try:
@@ -266,7 +279,17 @@ def parse_sft_args(
     parser.set_defaults_with_config(model_type=model_type)
     if preset:
         parser.set_defaults_from(preset_fields(preset, model_type, model_args.model_config), model_args.model_config)
+    rules = {}
+    if data_stats is not None and data_args.data_rules:
+        rules = rule_values(data_stats, set(parser.keys))
+        parser.set_defaults_from({key: value for key, (value, _) in rules.items()}, DATA_RULES_SOURCE)
     model_args, data_args, training_args, config_args = parser.parse_args_and_config(args)
+    if data_args.data_rules:
+        data_args.applied_data_rules = {
+            key: rule for key, rule in rules.items() if parser.sources.get(key) == DATA_RULES_SOURCE
+        }
+        for key, (value, reason) in data_args.applied_data_rules.items():
+            logger.info("Data rule: %s = %s (%s).", key, value, reason)
     config_fields = {name: value for name, value in dataclasses.asdict(config_args).items() if value is not None}
     with_item_features = bool(model_args.features or model_args.semantic_ids)
     check_config_fields(model_type, config_fields, parser.sources, with_item_features)
