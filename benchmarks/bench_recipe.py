@@ -64,6 +64,10 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     # The recipe against its dropout rule: the other dropout value.
     "recommended-dropout0.5": (RECOMMENDED, ["--hidden_dropout_prob", "0.5", "--attention_dropout", "0.5"]),
     "recommended-dropout0.2": (RECOMMENDED, ["--hidden_dropout_prob", "0.2", "--attention_dropout", "0.2"]),
+    **{
+        f"recommended-{variant}": (RECOMMENDED, ["--model_type", variant])
+        for variant in ("sasrec_rope", "sasrec_gate", "sasrec_moe", "mhc", "tisasrec")
+    },
     "ss256-h128-p10": screen(
         *("--hidden_size", "128", "--intermediate_size", "128", "--loss_type", "sampled_softmax"),
         *("--num_negatives", "256", "--negative_sampler", "uniform"),
