@@ -26,13 +26,15 @@ sys.meta_path.insert(0, RefuseHfSasrec())
 distribution ships with it) fails in it, as where hf-sasrec is not installed."""
 
 
-def run_downstream(source: str, *args: str, cwd: Path) -> tuple[dict, subprocess.CompletedProcess]:
-    """Run `source` (which starts with `HIDE_HF_SASREC`) in a fresh Python with `args`, offline, one thread, an empty
-    stdin (a prompt would fail, not wait) and its own modules cache under `cwd`; it must exit 0. Returns the JSON
-    object of its last output line and the finished process."""
+def run_downstream(
+    source: str, *args: str, cwd: Path, stdin: str = ""
+) -> tuple[dict | list, subprocess.CompletedProcess]:
+    """Run `source` (which starts with `HIDE_HF_SASREC`) in a fresh Python with `args`, offline, one thread, `stdin`
+    as its whole input (so a prompt would fail, not wait) and its own modules cache under `cwd`; it must exit 0.
+    Returns the JSON value of its last output line and the finished process."""
     result = subprocess.run(
         [sys.executable, "-c", source, *args],
-        input="",
+        input=stdin,
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -2,8 +2,6 @@
 same items. Nothing here contacts a remote host."""
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -178,19 +176,10 @@ def test_the_card_recipe_with_transformers_alone_recommends_what_the_recommender
         json.dumps(EXAMPLE_TIMES), json.dumps(TIMES)
     )
     snippet = snippet.replace('"path/to/this/folder"', repr(str(tmp_path / "hub")))
-    result = subprocess.run(
-        [sys.executable, "-c", SNIPPET_RUNNER],
-        input=snippet,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    recommended, _ = run_downstream(SNIPPET_RUNNER, cwd=tmp_path, stdin=snippet)
     recommender = Recommender.from_pretrained(tmp_path / "hub")
     expected = recommender(HISTORIES, top_k=10, timestamps=TIMES if variant == "tisasrec" else None)
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == [row["items"] for row in expected]
+    assert recommended == [row["items"] for row in expected]
 
 
 def test_save_for_hub_refuses_a_tokenizer_of_another_item_order(tmp_path):
