@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 DATA_RULES_SOURCE = "the data rules (hf_sasrec.data_rules, from stats.json)"
-STATISTICS = ("num_users", "num_items", "num_interactions", "mean_length")
+# The statistics of `stats.json` that the rules read.
+STATISTICS = ("num_items", "mean_length")
 # Mean history length (items a user) from which a log counts as dense: MovieLens users (ML-100K 106, ML-1M 163) lie
 # above it, the Amazon 5-core sets (Beauty 8.9, Games 9.3) far below.
 DENSE_MEAN_LENGTH = 50
@@ -28,7 +29,7 @@ class DataRule:
 
     Args:
         key: the training key it sets (a config field or a training argument).
-        rule: the rule in words, for `--help`, the log and the README.
+        rule: the rule in words, for `--help` (the `data_rules` key lists every rule).
         value: the statistics (`stats.json`) to `(value, reason)`, the reason naming the statistic it read.
     """
 
@@ -52,22 +53,11 @@ def loss_type(stats: dict[str, Any]) -> tuple[str, str]:
     return ("ce" if full else "sampled_softmax"), f"{items} items {'<=' if full else '>'} {FULL_SOFTMAX_MAX_ITEMS}"
 
 
+DROPOUT_RULE = f"0.2 when the mean history is at least {DENSE_MEAN_LENGTH} items (dense), else 0.5 (sparse)"
 RULES = (
-    DataRule(
-        "hidden_dropout_prob",
-        f"0.2 when the mean history is at least {DENSE_MEAN_LENGTH} items (dense), else 0.5 (sparse)",
-        dropout,
-    ),
-    DataRule(
-        "attention_dropout",
-        f"0.2 when the mean history is at least {DENSE_MEAN_LENGTH} items (dense), else 0.5 (sparse)",
-        dropout,
-    ),
-    DataRule(
-        "loss_type",
-        f"ce (full softmax) up to {FULL_SOFTMAX_MAX_ITEMS} items, else sampled_softmax",
-        loss_type,
-    ),
+    DataRule("hidden_dropout_prob", DROPOUT_RULE, dropout),
+    DataRule("attention_dropout", DROPOUT_RULE, dropout),
+    DataRule("loss_type", f"ce (full softmax) up to {FULL_SOFTMAX_MAX_ITEMS} items, else sampled_softmax", loss_type),
 )
 
 

@@ -24,7 +24,7 @@ from transformers.trainer_utils import SaveStrategy
 
 from .argument_parser import COMMAND_LINE, ArgumentError, RecommenderArgumentParser, closest_key, type_name
 from .configuration_sasrec import SASRecConfig
-from .data_rules import DATA_RULES_SOURCE, rule_values
+from .data_rules import DATA_RULES_SOURCE, RULES, rule_values
 from .evaluation import PROTOCOLS
 from .registry import VARIANTS
 
@@ -86,8 +86,8 @@ class DataArguments:
     data_rules: bool = field(
         default=False,
         metadata={
-            "help": "Derive the settings of hf_sasrec.data_rules (dropout, loss) from the data's stats.json, where "
-            "the YAML file and the command line do not give them."
+            "help": "Derive these settings from the data's stats.json where the YAML file and the command line do "
+            "not give them: " + "; ".join(f"{rule.key}: {rule.rule}" for rule in RULES) + "."
         },
     )
     # Set by `parse_sft_args`: the settings the data rules gave this run, `key -> (value, reason)`.
