@@ -7,7 +7,8 @@ The prompt is a user's training history (item tokens joined by single spaces), `
 first; `rejected` is its first. Rejected items come from one source:
 
 - `low-rated`: items the user rated at most the `low_rating` of `prepare` (`low_rated.json`; needs ratings, and a
-  `--min-rating` that kept those items out of the sequences); a prompt whose user has none is dropped;
+  `--min-rating` that kept those items out of the sequences), from the `pairs` part of `data_preprocess.dislikes`
+  only: the `valid` and `test` dislikes stay held out for evaluation; a prompt whose user has none is dropped;
 - `popular`: items drawn by training-split popularity;
 - `hard`: the items nearest to the chosen one (cosine) in an item-embedding space: an `.npy` with one row per token id,
   or the output embeddings of a trained checkpoint.
@@ -32,6 +33,7 @@ from safetensors import safe_open
 from transformers import PreTrainedTokenizerFast
 from transformers.utils import SAFE_WEIGHTS_NAME
 
+from .dislikes import LOW_RATED_FILE, load_dislikes
 from .errors import PreprocessingError, cli_errors, logger, require_dataset_folder, setup_cli_output
 from .item_tokenizer import NUM_SPECIAL_TOKENS
 from .output import replace_folder
@@ -71,10 +73,11 @@ def _prompts(train: Dataset, all_positions: bool) -> list[tuple[str, list[int], 
 
 
 def _low_rated_picker(data_dir: Path, touched: dict[str, set[int]], rng: np.random.Generator) -> Picker:
-    path = data_dir / "low_rated.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the low-rated source needs a dataset prepared from a source with ratings")
-    low_rated = json.loads(path.read_text(encoding="utf-8"))
+    low_rated = load_dislikes(data_dir, "pairs")
+    if low_rated is None:
+        raise FileNotFoundError(
+            f"{data_dir / LOW_RATED_FILE}: the low-rated source needs a dataset prepared from a source with ratings"
+        )
 
     def pick(user: str, chosen: int) -> list[int]:
         return [int(item) for item in rng.permutation(low_rated.get(user, [])) if item not in touched[user]]

@@ -72,6 +72,9 @@ class SASRecConfig(PreTrainedConfig):
             map of the concatenation).
         use_item_id: whether items have an id embedding; `False` (with `item_features`) gives a content-only model,
             which scores an item it never saw in training from its features.
+        item_id_dropout: with item features and id embeddings, the probability that an item's id embedding is left
+            out of its vector in a training step (not rescaled): the content parts then learn to score items alone,
+            as they must for a new item, whose id embedding is zero.
         user_features: the user features the user encoder reads (`None`: none), dicts as `item_features` of the kinds
             `categorical`, `multi` and `numeric` (see `hf_sasrec.user_encoder`); set by training from the data's
             `features/` folder. Their values come with each batch (`user_features=`) and their embedding is added to
@@ -102,6 +105,7 @@ class SASRecConfig(PreTrainedConfig):
     item_features: list[dict] | None = None
     item_fusion: str = "sum"
     use_item_id: bool = True
+    item_id_dropout: float | int = 0.0
     user_features: list[dict] | None = None
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = True
@@ -144,7 +148,7 @@ class SASRecConfig(PreTrainedConfig):
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
-        for name in ("hidden_dropout_prob", "attention_dropout"):
+        for name in ("hidden_dropout_prob", "attention_dropout", "item_id_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}.")
         if self.temperature <= 0:

@@ -18,11 +18,13 @@ by side) and `run_info.json` to `output_dir`, which is refused when it already h
 
 import copy
 import logging
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from datasets import Dataset, load_from_disk
 from torch import nn
 
@@ -34,8 +36,9 @@ from .checkpoint_loading import check_item_vocabulary, checkpoint_item_vectors, 
 from .checkpoints import OutputDirError, check_output_dir
 from .dpo_config import RecommenderDPOConfig
 from .dpo_trainer import RecommenderDPOTrainer
+from .evaluation import evaluate_users, mean_with_interval, paired_difference
 from .item_tokenizer import save_item_tokenizer
-from .processed_data import load_processed_data
+from .processed_data import beyond_accuracy_inputs, load_processed_data
 from .run_info import RunInfo
 
 logger = logging.getLogger(__name__)
@@ -94,16 +97,50 @@ def build_preferences(script_args: DPOScriptArguments, data_dir: str, output_dir
     return pairs
 
 
-def side_by_side(before: dict[str, float], after: dict[str, float]) -> dict[str, dict[str, float]]:
-    """`{metric: {"sft": x, "dpo": y, "change": y - x}}` for the metrics of both evaluations."""
-    return {name: {"sft": before[name], "dpo": after[name], "change": after[name] - before[name]} for name in before}
+# The metric each rejected-item source aims at, shown first in the before/after table.
+GOAL_METRICS = {"low-rated": "full/disliked@10", "popular": "full/popularity_percentile@10", "hard": "full/ndcg@10"}
+
+
+def side_by_side(
+    before: tuple[dict[str, torch.Tensor], float], after: tuple[dict[str, torch.Tensor], float], goal: str
+) -> dict[str, dict[str, float]]:
+    """`{metric: {"sft", "sft_ci95", "dpo", "dpo_ci95", "change", "change_ci95"}}` from the per-user values and the
+    coverage of both evaluations (`evaluate_users` on the same users): each mean with the half-width of its 95%
+    interval, the change as the paired difference over users with its own (coverage, a property of all lists
+    together, has no interval). `goal` comes first."""
+    (before_values, before_coverage), (after_values, after_coverage) = before, after
+    table = {}
+    for name in before_values:
+        sft, sft_ci = mean_with_interval(before_values[name])
+        dpo, dpo_ci = mean_with_interval(after_values[name])
+        change, change_ci = paired_difference(after_values[name], before_values[name])
+        table[f"full/{name}"] = {
+            "sft": sft,
+            "sft_ci95": sft_ci,
+            "dpo": dpo,
+            "dpo_ci95": dpo_ci,
+            "change": change,
+            "change_ci95": change_ci,
+        }
+    table["full/coverage@10"] = {
+        "sft": before_coverage,
+        "dpo": after_coverage,
+        "change": after_coverage - before_coverage,
+    }
+    return {name: table[name] for name in sorted(table, key=lambda name: name != goal)}
 
 
 def format_side_by_side(table: dict[str, dict[str, float]]) -> str:
-    """The before/after table as aligned text lines."""
-    lines = [f"{'metric':<22}{'sft':>10}{'dpo':>10}{'change':>10}"]
+    """The before/after table as aligned text lines, each value `mean ± half-width` of its 95% interval."""
+
+    def cell(row: dict[str, float], key: str, sign: str = "") -> str:
+        half_width = row.get(f"{key}_ci95", math.nan)
+        return f"{row[key]:{sign}.4f}" + ("" if math.isnan(half_width) else f" ± {half_width:.4f}")
+
+    lines = [f"{'metric':<32}{'sft':>18}{'dpo':>18}{'change (paired)':>20}"]
     lines += [
-        f"{name:<22}{row['sft']:>10.4f}{row['dpo']:>10.4f}{row['change']:>+10.4f}" for name, row in table.items()
+        f"{name:<32}{cell(row, 'sft'):>18}{cell(row, 'dpo'):>18}{cell(row, 'change', '+'):>20}"
+        for name, row in table.items()
     ]
     return "\n".join(lines)
 
@@ -111,7 +148,6 @@ def format_side_by_side(table: dict[str, dict[str, float]]) -> str:
 def main(script_args: DPOScriptArguments, training_args: RecommenderDPOConfig) -> dict[str, Any]:
     """Align the SFT model, rank `eval_split` before and after, save everything to `training_args.output_dir`;
     returns the metrics written to `metrics.json`."""
-    from .evaluation import evaluate_next_item
 
     check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resume_from=None, resumable=False)
     sft_dir = Path(script_args.sft_dir)
@@ -141,11 +177,19 @@ def main(script_args: DPOScriptArguments, training_args: RecommenderDPOConfig) -
     else:
         preferences = build_preferences(script_args, data_dir, preference_dir)
     eval_split = splits[script_args.eval_split]
+    extras = beyond_accuracy_inputs(data_dir, script_args.eval_split, splits["train"], model.config.vocab_size)
 
-    def rank(ranked_model: nn.Module) -> dict[str, float]:
-        return evaluate_next_item(
-            ranked_model, eval_split, protocol="full", batch_size=script_args.eval_batch_size, max_length=max_length
+    def rank(ranked_model: nn.Module) -> tuple[dict[str, torch.Tensor], float]:
+        values, _, coverage = evaluate_users(
+            ranked_model,
+            eval_split,
+            protocol="full",
+            k_values=(10,),
+            batch_size=script_args.eval_batch_size,
+            max_length=max_length,
+            **extras,
         )
+        return values, coverage
 
     before = rank(model)
     trainer = RecommenderDPOTrainer(
@@ -160,7 +204,7 @@ def main(script_args: DPOScriptArguments, training_args: RecommenderDPOConfig) -
 
     dpo_logs = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
     metrics = {
-        script_args.eval_split: side_by_side(before, after),
+        script_args.eval_split: side_by_side(before, after, GOAL_METRICS[script_args.source]),
         "train": train_result.metrics,
         "dpo_last_log": dpo_logs[-1] if dpo_logs else {},
         "num_pairs": len(preferences),

@@ -7,7 +7,9 @@
 repository id). The data folder and history length default to the run's `run_info.json`. The model is loaded and
 checked by `load_checkpoint` (no code from the folder runs without `--trust-remote-code`), and the data folder's
 tokenizer must be the model's item vocabulary. A data folder prepared with `--cold-items` adds the metrics of
-cold-target and warm-target users. Prints the metrics table; `--output` writes the metrics as JSON.
+cold-target and warm-target users; one with ratings adds `disliked@10` over the split's held-out dislikes, one with a
+multi-valued item feature (genres) `diversity@10` (see `hf_sasrec.evaluation`). Prints the metrics table; `--output`
+writes the metrics as JSON.
 """
 
 import argparse
@@ -19,7 +21,7 @@ from data_preprocess.atomic_files import atomic_write_json
 from .checkpoint_loading import check_item_vocabulary, load_checkpoint
 from .evaluation import PROTOCOLS, evaluate_next_item, metrics_table
 from .feature_inputs import attach_user_features, model_user_values
-from .processed_data import cold_item_ids, drop_short_rows, load_processed_data
+from .processed_data import beyond_accuracy_inputs, cold_item_ids, drop_short_rows, load_processed_data
 from .run_info import RunInfo
 
 logger = logging.getLogger("hf_sasrec.evaluate")
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if data_dir is None:
         raise ValueError(f"{checkpoint} records no data_dir (run_info.json): pass --data.")
     splits, _, data_tokenizer = load_processed_data(data_dir)
+    extras = beyond_accuracy_inputs(data_dir, args.split, splits["train"], model.config.vocab_size)
     check_item_vocabulary(model.config, data_tokenizer, checkpoint, Path(data_dir) / "tokenizer")
     split = drop_short_rows(splits[args.split], args.split)
     if model.config.user_features:
@@ -72,6 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             max_length=args.max_length or info.max_length,
             seed=args.seed,
             cold_items=cold_item_ids(data_dir),
+            **extras,
         )
         metrics.update({f"{args.split}_{name}": value for name, value in scores.items()})
     print(metrics_table(metrics, prefix=f"{args.split}_"))

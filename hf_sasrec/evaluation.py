@@ -1,4 +1,5 @@
-"""Leave-one-out next-item evaluation: HR@K, NDCG@K, MRR and catalog coverage, under two protocols.
+"""Leave-one-out next-item evaluation: HR@K, NDCG@K, MRR, catalog coverage and beyond-accuracy metrics, under two
+protocols, each with a 95% confidence interval.
 
 Every row of the evaluated split is a user's history followed by the target item (its last element). The model
 scores every item from the state at the history's last position (left padding and `logits_to_keep=1`), and the
@@ -15,13 +16,29 @@ With `cold_items` (the items a model was trained without, `cold_items.json` of a
 `--cold-items`), the metrics are also reported over the users whose target is a cold item (`{protocol}_cold/...`)
 and over the others (`{protocol}_warm/...`), ranked exactly as for all users.
 
+Beyond accuracy (`full` protocol, over each user's top 10, when their inputs are given):
+- `popularity_percentile@10` (`item_counts`, the training-split count of every token id): the mean popularity
+  percentile of the recommended items (0 the least popular item, 1 the most popular; ties share their mean rank), a
+  novelty measure: lower is more novel;
+- `diversity@10` (`item_categories`, e.g. a movie's genres): intra-list diversity, the mean over the pairs of
+  recommended items of one minus the Jaccard similarity of their category sets;
+- `disliked@10` and `disliked_count@10` (`disliked_items`, held-out disliked items per user id): the share of the
+  users with at least one held-out dislike who get one of them in their top 10, and the mean number they get;
+  `disliked_users` counts those users.
+
+Intervals: every metric that is a mean over users also reports `{metric}_ci95`, the half-width of its 95% confidence
+interval under the normal approximation over users (1.96 standard errors: the users are the independent units).
+Coverage is a property of the whole set of lists and has none. [`evaluate_users`] returns the per-user values, so
+that two models evaluated on the same users compare by their paired difference ([`paired_difference`]), whose
+interval is far narrower than the two intervals side by side.
+
 Ties are counted pessimistically: the rank of the target is the number of other candidates scoring at least as high,
 so a model that gives every item the same score ranks every target last. Users are scored in chunks of `batch_size`:
 at most one `[batch_size, vocab_size]` score matrix exists at a time.
 """
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import torch
 from accelerate.utils import send_to_device
@@ -30,6 +47,9 @@ from .data_collator import USER_FEATURES, NextItemCollator, model_uses_timestamp
 
 PROTOCOLS = ("full", "sampled")
 COVERAGE_K = 10
+K_VALUES = (1, 5, 10, 20)
+Z_95 = 1.959963984540054  # the standard normal quantile of 0.975
+CI_SUFFIX = "_ci95"
 
 
 def rows_of(dataset, start: int, stop: int) -> list[dict]:
@@ -114,33 +134,116 @@ def sampled_ranking(
     return ranks, candidates.gather(1, top)
 
 
-def ranking_metrics(ranks: torch.LongTensor, k_values: Sequence[int], protocol: str) -> dict[str, float]:
-    """HR@K, NDCG@K and MRR from 0-based ranks `[num_users]`, keyed `"{protocol}/hr@10"` etc."""
+def ranking_values(ranks: torch.LongTensor, k_values: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Per-user HR@K, NDCG@K and reciprocal rank from 0-based ranks `[num_users]`: `{"hr@10": [num_users], ...}`."""
     ranks = ranks.double()
-    metrics = {}
+    values = {}
     for k in k_values:
         hit = (ranks < k).double()
-        metrics[f"{protocol}/hr@{k}"] = hit.mean().item()
-        metrics[f"{protocol}/ndcg@{k}"] = (hit / torch.log2(ranks + 2)).mean().item()
-    metrics[f"{protocol}/mrr"] = (1 / (ranks + 1)).mean().item()
+        values[f"hr@{k}"] = hit
+        values[f"ndcg@{k}"] = hit / torch.log2(ranks + 2)
+    values["mrr"] = 1 / (ranks + 1)
+    return values
+
+
+def mean_with_interval(values: torch.Tensor) -> tuple[float, float]:
+    """The mean of per-user `values` `[num_users]` (NaN entries, users without a value, left out) and the half-width
+    of its 95% confidence interval (normal approximation: 1.96 sample standard deviations over the square root of
+    the number of users; NaN for fewer than two users)."""
+    values = values[~values.isnan()].double()
+    if len(values) == 0:
+        return math.nan, math.nan
+    if len(values) < 2:
+        return values.mean().item(), math.nan
+    return values.mean().item(), Z_95 * values.std().item() / math.sqrt(len(values))
+
+
+def paired_difference(first: torch.Tensor, second: torch.Tensor) -> tuple[float, float]:
+    """`first - second` for per-user values of two models on the same users (`[num_users]` each, same order): the
+    mean difference and the half-width of its 95% interval (see [`mean_with_interval`]). Users without a value in
+    either are left out. The difference of a model with itself is 0 with an interval of width 0."""
+    if first.shape != second.shape:
+        raise ValueError(
+            f"Paired values must cover the same users: shapes {tuple(first.shape)} and {tuple(second.shape)}."
+        )
+    return mean_with_interval(first.double() - second.double())
+
+
+def summarize(values: Mapping[str, torch.Tensor], group: str) -> dict[str, float]:
+    """`{"{group}/{name}": mean, "{group}/{name}_ci95": half-width}` of per-user `values`."""
+    metrics = {}
+    for name, per_user in values.items():
+        mean, half_width = mean_with_interval(per_user)
+        metrics[f"{group}/{name}"] = mean
+        metrics[f"{group}/{name}{CI_SUFFIX}"] = half_width
     return metrics
 
 
+def popularity_percentiles(item_counts: torch.Tensor, num_special_tokens: int) -> torch.Tensor:
+    """`[vocab_size]`: each item's popularity percentile among the items (0 least, 1 most popular, ties sharing
+    their mean rank); special tokens get NaN."""
+    counts = item_counts[num_special_tokens:].double()
+    order = counts.argsort()
+    ranks = torch.empty_like(counts)
+    ranks[order] = torch.arange(len(counts), dtype=torch.double)
+    unique, inverse = counts.unique(return_inverse=True)
+    mean_rank = torch.zeros(len(unique), dtype=torch.double).index_add_(0, inverse, ranks)
+    mean_rank /= torch.bincount(inverse, minlength=len(unique)).double()
+    percentiles = torch.full((len(item_counts),), math.nan, dtype=torch.double)
+    percentiles[num_special_tokens:] = mean_rank[inverse] / max(len(counts) - 1, 1)
+    return percentiles
+
+
+def list_diversity(top_items: torch.LongTensor, item_categories: torch.LongTensor) -> torch.Tensor:
+    """Intra-list diversity `[batch]` of the lists `top_items` `[batch, k]`: the mean over pairs of recommended items
+    of `1 - |A ∩ B| / |A ∪ B|` for their category sets; `item_categories` `[vocab_size, max_values]` holds each
+    item's category ids, padded with 0 (an item without categories shares nothing with any item)."""
+    categories = item_categories[top_items]  # [batch, k, m]
+    num_categories = int(item_categories.max()) + 1
+    sets = torch.zeros(*top_items.shape, num_categories, dtype=torch.double)
+    sets.scatter_(2, categories, 1.0)
+    sets[..., 0] = 0.0
+    shared = sets @ sets.transpose(1, 2)  # [batch, k, k]
+    sizes = sets.sum(-1)
+    union = sizes[:, :, None] + sizes[:, None, :] - shared
+    similarity = shared / union.clamp(min=1)  # 0 where neither item has a category
+    k = top_items.shape[1]
+    other = ~torch.eye(k, dtype=torch.bool)
+    return (1 - similarity)[:, other].sum(1) / max(k * (k - 1), 1)
+
+
+def disliked_hits(
+    top_items: torch.LongTensor, rows: Sequence[dict], disliked_items: Mapping[str, Sequence[int]]
+) -> torch.Tensor:
+    """`[batch]`: how many of each row's user's held-out disliked items are in its list `top_items` `[batch, k]`;
+    NaN for a user without a held-out dislike (or a row without `user_id`)."""
+    hits = torch.full((len(rows),), math.nan, dtype=torch.double)
+    for index, row in enumerate(rows):
+        disliked = disliked_items.get(str(row.get("user_id")), ())
+        if disliked:
+            hits[index] = torch.isin(top_items[index], torch.as_tensor(list(disliked))).sum().double()
+    return hits
+
+
 @torch.no_grad()
-def evaluate_next_item(
+def evaluate_users(
     model: torch.nn.Module,
     dataset,
     *,
     protocol: str = "full",
-    k_values: Sequence[int] = (1, 5, 10, 20),
+    k_values: Sequence[int] = K_VALUES,
     exclude_history: bool = True,
     num_sampled_negatives: int = 100,
     batch_size: int = 512,
     max_length: int | None = None,
     seed: int = 0,
-    cold_items: Collection[int] | None = None,
-) -> dict[str, float]:
-    """Leave-one-out next-item metrics of `model` on `dataset` (see the module docstring for the protocols).
+    item_counts: torch.Tensor | None = None,
+    item_categories: torch.LongTensor | None = None,
+    disliked_items: Mapping[str, Sequence[int]] | None = None,
+    rerank: Callable[[torch.Tensor, Sequence[dict]], torch.Tensor] | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.LongTensor, float]:
+    """Rank every user of `dataset` (see the module docstring for the protocols) and return the per-user values
+    behind [`evaluate_next_item`].
 
     Args:
         model: a `*ForCausalLM` of this package (its `config` gives `vocab_size` and `num_special_tokens`).
@@ -153,14 +256,16 @@ def evaluate_next_item(
         batch_size: users scored at once; bounds memory to one `[batch_size, vocab_size]` score matrix.
         max_length: history items fed to the model (the last ones); default `config.max_position_embeddings`.
         seed: seed of the negative sampler.
-        cold_items: token ids of items held out of training; adds the metrics of cold-target and warm-target users.
+        item_counts: `[vocab_size]`, each token id's count in the training split; adds `popularity_percentile@10`.
+        item_categories: `[vocab_size, max_values]` category ids of each item, 0-padded; adds `diversity@10`.
+        disliked_items: user id -> held-out disliked token ids (rows need `user_id`); adds `disliked@10`,
+            `disliked_count@10` and `disliked_users`.
+        rerank: adjusts each batch's scores `[batch, vocab_size]` given its rows before ranking (see
+            `hf_sasrec.reranking`).
 
     Returns:
-        `{"{protocol}/hr@K", "{protocol}/ndcg@K" for K in k_values, "{protocol}/mrr", "{protocol}/coverage@10",
-        "{protocol}/num_users"}`, and with `cold_items` the same ranking metrics and `num_users` under
-        `"{protocol}_cold/..."` and `"{protocol}_warm/..."` (only `num_users`, 0, for a group without users);
-        coverage@10 is the share of the catalog that appears in at least one user's top 10 (of the catalog for
-        `full`, of the user's candidates for `sampled`).
+        `({metric: [num_users]}, targets [num_users], coverage@10)`: the values in the order of `dataset` (NaN
+        where a user has none, e.g. `disliked@10` for a user without a held-out dislike).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; expected one of {PROTOCOLS}.")
@@ -174,44 +279,107 @@ def evaluate_next_item(
         for_training=False,
         with_timestamps=model_uses_timestamps(model),
     )
+    beyond_accuracy = protocol == "full"
+    percentiles = None
+    if beyond_accuracy and item_counts is not None:
+        percentiles = popularity_percentiles(torch.as_tensor(item_counts)[:vocab_size], num_special)
     was_training = model.training
     model.eval()
-    all_ranks, all_targets, recommended = [], [], torch.zeros(vocab_size, dtype=torch.bool)
+    ranks, targets, extra = [], [], {}
+    recommended = torch.zeros(vocab_size, dtype=torch.bool)
     for start in range(0, len(dataset), batch_size):
         rows = rows_of(dataset, start, start + batch_size)
         batch = collator(rows)
-        targets = batch["target_ids"]
-        if (targets < num_special).any() or (targets >= vocab_size).any():
-            raise ValueError(f"Targets must be item ids in [{num_special}, {vocab_size}); got {targets.tolist()}.")
+        batch_targets = batch["target_ids"]
+        if (batch_targets < num_special).any() or (batch_targets >= vocab_size).any():
+            raise ValueError(
+                f"Targets must be item ids in [{num_special}, {vocab_size}); got {batch_targets.tolist()}."
+            )
         scores = next_item_scores(model, batch)
+        if rerank is not None:
+            scores = rerank(scores, rows)
         interacted = interaction_mask(rows, vocab_size)
         if protocol == "full":
             excluded = interacted if exclude_history else torch.zeros_like(interacted)
             excluded[:, :num_special] = True
-            excluded[torch.arange(len(rows)), targets] = False
-            ranks, top_items = full_ranking(scores, targets, excluded)
+            excluded[torch.arange(len(rows)), batch_targets] = False
+            batch_ranks, top_items = full_ranking(scores, batch_targets, excluded)
         else:
             negatives = sample_negatives(interacted, num_special, num_sampled_negatives, seed, first_user=start)
-            ranks, top_items = sampled_ranking(scores, targets, negatives)
-        all_ranks.append(ranks)
-        all_targets.append(targets)
+            batch_ranks, top_items = sampled_ranking(scores, batch_targets, negatives)
+        ranks.append(batch_ranks)
+        targets.append(batch_targets)
         recommended[top_items.flatten()] = True
+        if percentiles is not None:
+            extra.setdefault(f"popularity_percentile@{COVERAGE_K}", []).append(percentiles[top_items].mean(1))
+        if beyond_accuracy and item_categories is not None:
+            extra.setdefault(f"diversity@{COVERAGE_K}", []).append(list_diversity(top_items, item_categories))
+        if beyond_accuracy and disliked_items is not None:
+            hits = disliked_hits(top_items, rows, disliked_items)
+            extra.setdefault(f"disliked@{COVERAGE_K}", []).append(
+                (hits > 0).double().masked_fill(hits.isnan(), math.nan)
+            )
+            extra.setdefault(f"disliked_count@{COVERAGE_K}", []).append(hits)
     model.train(was_training)
-    ranks = torch.cat(all_ranks)
-    metrics = ranking_metrics(ranks, k_values, protocol)
-    metrics[f"{protocol}/coverage@{COVERAGE_K}"] = recommended[num_special:].sum().item() / (vocab_size - num_special)
+    values = ranking_values(torch.cat(ranks), k_values)
+    values.update({name: torch.cat(parts) for name, parts in extra.items()})
+    coverage = recommended[num_special:].sum().item() / (vocab_size - num_special)
+    return values, torch.cat(targets), coverage
+
+
+def evaluate_next_item(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    protocol: str = "full",
+    cold_items: Collection[int] | None = None,
+    **options,
+) -> dict[str, float]:
+    """Leave-one-out next-item metrics of `model` on `dataset`, each mean over users with its 95% interval.
+
+    Args:
+        model, dataset, protocol, options: those of [`evaluate_users`] (`k_values`, `exclude_history`,
+            `num_sampled_negatives`, `batch_size`, `max_length`, `seed`, `item_counts`, `item_categories`,
+            `disliked_items`, `rerank`).
+        cold_items: token ids of items held out of training; adds the metrics of cold-target and warm-target users.
+
+    Returns:
+        `{"{protocol}/hr@K", "{protocol}/ndcg@K" for K in k_values, "{protocol}/mrr", "{protocol}/coverage@10",
+        "{protocol}/num_users"}`, the beyond-accuracy metrics whose inputs are given (with `disliked_users`),
+        `"..._ci95"` beside every mean over users, and with `cold_items` the same ranking metrics and `num_users`
+        under `"{protocol}_cold/..."` and `"{protocol}_warm/..."` (only `num_users`, 0, for a group without users);
+        coverage@10 is the share of the catalog that appears in at least one user's top 10 (of the catalog for
+        `full`, of the user's candidates for `sampled`).
+    """
+    values, targets, coverage = evaluate_users(model, dataset, protocol=protocol, **options)
+    metrics = summarize(values, protocol)
+    metrics[f"{protocol}/coverage@{COVERAGE_K}"] = coverage
     metrics[f"{protocol}/num_users"] = float(len(dataset))
+    if f"disliked@{COVERAGE_K}" in values:
+        metrics[f"{protocol}/disliked_users"] = float((~values[f"disliked@{COVERAGE_K}"].isnan()).sum())
     if cold_items is not None:
-        cold = torch.isin(torch.cat(all_targets), torch.as_tensor(list(cold_items), dtype=torch.long))
+        cold = torch.isin(targets, torch.as_tensor(list(cold_items), dtype=torch.long))
+        ranking = ranking_values(torch.zeros(0, dtype=torch.long), options.get("k_values", K_VALUES)).keys()
         for group, members in ((f"{protocol}_cold", cold), (f"{protocol}_warm", ~cold)):
             if members.any():
-                metrics.update(ranking_metrics(ranks[members], k_values, group))
+                metrics.update(summarize({name: values[name][members] for name in ranking}, group))
             metrics[f"{group}/num_users"] = float(members.sum())
     return metrics
 
 
+def format_cell(values: dict[str, float], metric: str) -> str:
+    """`metric`'s value, with ` ± ` its interval's half-width when known; empty when absent."""
+    if metric not in values:
+        return ""
+    half_width = values.get(metric + CI_SUFFIX, math.nan)
+    if metric.endswith("_users"):
+        return f"{values[metric]:.0f}"
+    return f"{values[metric]:.4f}" + ("" if math.isnan(half_width) else f" ± {half_width:.4f}")
+
+
 def metrics_table(metrics: dict[str, float], prefix: str = "") -> str:
-    """A markdown table of the metrics named `"{prefix}{protocol}/{metric}"`: one row per protocol."""
+    """A markdown table of the metrics named `"{prefix}{protocol}/{metric}"`: one row per protocol, each mean over
+    users followed by the half-width of its 95% interval (`0.0850 ± 0.0110`) where the metrics have it."""
     rows = {}
     for name, value in metrics.items():
         protocol, slash, metric = name.removeprefix(prefix).partition("/")
@@ -219,15 +387,29 @@ def metrics_table(metrics: dict[str, float], prefix: str = "") -> str:
             rows.setdefault(protocol, {})[metric] = value
     if not rows:
         return ""
-    columns = list(dict.fromkeys(metric for values in rows.values() for metric in values if metric != "num_users"))
+    columns = list(
+        dict.fromkeys(
+            metric
+            for values in rows.values()
+            for metric in values
+            if metric != "num_users" and not metric.endswith(CI_SUFFIX)
+        )
+    )
     lines = [
         "| protocol | users | " + " | ".join(columns) + " |",
         "| --- " * (len(columns) + 2) + "|",
     ]
     for protocol, values in rows.items():
-        cells = [f"{values[metric]:.4f}" if metric in values else "" for metric in columns]
+        cells = [format_cell(values, metric) for metric in columns]
         lines.append(f"| {prefix}{protocol} | {int(values.get('num_users', 0))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-__all__ = ["PROTOCOLS", "evaluate_next_item", "metrics_table"]
+__all__ = [
+    "PROTOCOLS",
+    "evaluate_next_item",
+    "evaluate_users",
+    "mean_with_interval",
+    "metrics_table",
+    "paired_difference",
+]

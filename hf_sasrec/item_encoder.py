@@ -10,6 +10,8 @@ The value of each feature for every token id is a buffer of the model (saved in 
 weights, row t = token id t), so a checkpoint scores items by their content without any data folder. The parts are
 fused (`item_fusion`) by a sum or by a linear map of their concatenation; with `use_item_id=False` the id embedding
 is left out and the model knows items by content alone, so an item never seen in training is scored like any other.
+With `item_id_dropout`, training leaves an item's id embedding out of its vector at random, so that the content parts
+learn to score an item alone, as they must for a new item (whose id embedding is zero).
 """
 
 import torch
@@ -26,6 +28,7 @@ class ItemEncoder(nn.Module):
         super().__init__()
         self.features = feature_modules(config.item_features, config.hidden_size, config.vocab_size)
         num_parts = len(self.features) + int(config.use_item_id)
+        self.item_id_dropout = config.item_id_dropout
         self.fuse = (
             nn.Linear(num_parts * config.hidden_size, config.hidden_size, bias=False)
             if config.item_fusion == "concat"
@@ -34,6 +37,9 @@ class ItemEncoder(nn.Module):
 
     def forward(self, item_ids: torch.LongTensor, id_embeddings: torch.Tensor | None) -> torch.Tensor:
         """`item_ids` `[...]` and their id embeddings `[..., hidden]` (or `None`) to item vectors `[..., hidden]`."""
+        if id_embeddings is not None and self.training and self.item_id_dropout > 0:
+            kept = torch.rand(item_ids.shape, device=item_ids.device) >= self.item_id_dropout
+            id_embeddings = id_embeddings * kept.unsqueeze(-1).to(id_embeddings.dtype)
         parts = [] if id_embeddings is None else [id_embeddings]
         parts += [feature(item_ids) for feature in self.features.values()]
         if self.fuse is None:

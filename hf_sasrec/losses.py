@@ -6,6 +6,11 @@ Every loss takes the hidden states of the positions that predict an item and the
 come from (the output layer), and ignores targets that are `-100` or a special token (padding included). Each loss
 is the mean over the batch's targets, or, given `num_items_in_batch` (the targets of the whole optimizer step, which
 `Trainer` counts), their sum divided by it, as transformers' `fixed_cross_entropy` does.
+
+Items marked in `excluded_items` (`[vocab_size]` bool) are no candidates: the full and sampled softmax give them no
+probability and `"bce"` never draws them as negatives, so that training behaves as if they were not in the catalog
+yet (the cold-item protocol: items that arrive after training). In-batch negatives are other training targets and
+need no mask.
 """
 
 import math
@@ -95,9 +100,13 @@ def full_softmax_loss(
     item_weight: torch.Tensor,
     num_special_tokens: int,
     num_items_in_batch: torch.Tensor | int | None = None,
+    excluded_items: torch.BoolTensor | None = None,
 ) -> torch.Tensor:
-    """Cross-entropy over every item. `hidden`: `[num_targets, hidden]`, `targets`: `[num_targets]`."""
+    """Cross-entropy over every item (but `excluded_items`). `hidden`: `[num_targets, hidden]`, `targets`:
+    `[num_targets]`."""
     logits = hidden @ item_weight[num_special_tokens:].T
+    if excluded_items is not None:
+        logits = logits.masked_fill(excluded_items[num_special_tokens:], float("-inf"))
     return fixed_cross_entropy(logits.float(), targets - num_special_tokens, num_items_in_batch)
 
 
@@ -111,11 +120,13 @@ def sampled_softmax_loss(
     logq_correction: bool,
     temperature: float,
     num_items_in_batch: torch.Tensor | int | None = None,
+    excluded_items: torch.BoolTensor | None = None,
 ) -> torch.Tensor:
     """Softmax over each target and `num_negatives` negatives shared by the batch.
 
-    A negative that equals the target is masked out. With `logq_correction`, the logit of each negative is lowered
-    by the log of its expected count in the sample, so that the loss estimates the full softmax.
+    A negative that equals the target, or is one of `excluded_items`, is masked out. With `logq_correction`, the
+    logit of each negative is lowered by the log of its expected count in the sample, so that the loss estimates the
+    full softmax.
     """
     vocab_size = item_weight.shape[0]
     negatives = sample_items((num_negatives,), num_special_tokens, vocab_size, sampler, hidden.device)
@@ -126,7 +137,10 @@ def sampled_softmax_loss(
             negatives, num_special_tokens, vocab_size, sampler
         )
         negative_logits = negative_logits - expected_count * temperature
-    negative_logits = negative_logits.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+    masked = negatives[None, :] == targets[:, None]
+    if excluded_items is not None:
+        masked = masked | excluded_items[negatives][None, :]
+    negative_logits = negative_logits.masked_fill(masked, float("-inf"))
     logits = torch.cat([positive_logits, negative_logits], dim=-1).float() / temperature
     return fixed_cross_entropy(logits, torch.zeros_like(targets), num_items_in_batch)
 
@@ -138,12 +152,13 @@ def binary_cross_entropy_loss(
     item_weight: torch.Tensor,
     num_special_tokens: int,
     num_items_in_batch: torch.Tensor | int | None = None,
+    excluded_items: torch.BoolTensor | None = None,
 ) -> torch.Tensor:
     """The original SASRec loss: each target against one negative the user never interacted with in this row.
 
     `hidden_states`, `shift_labels` (the targets of each position), `input_ids`: `[batch, length, ...]`. Negatives
-    that fall on an item of the row are drawn again a few times; the rare one left after that is kept (the row holds
-    a tiny share of the catalog).
+    that fall on an item of the row (or on one of `excluded_items`) are drawn again a few times; the rare one left
+    after that is kept (the row holds a tiny share of the catalog).
     """
     mask = shift_labels >= num_special_tokens
     seen = torch.cat([input_ids, shift_labels.clamp(min=0)], dim=1)
@@ -151,6 +166,8 @@ def binary_cross_entropy_loss(
     negatives = sample_items(shape, num_special_tokens, vocab_size, "uniform", device)
     for _ in range(BCE_RESAMPLE_ROUNDS):
         collides = (negatives[:, :, None] == seen[:, None, :]).any(-1)
+        if excluded_items is not None:
+            collides |= excluded_items[negatives]
         if not collides.any():
             break
         fresh = sample_items(shape, num_special_tokens, vocab_size, "uniform", device)
@@ -190,6 +207,7 @@ def next_item_loss(
     config,
     input_ids: torch.LongTensor | None = None,
     num_items_in_batch: torch.Tensor | int | None = None,
+    excluded_items: torch.BoolTensor | None = None,
 ) -> torch.Tensor:
     """The loss named by `config.loss_type`.
 
@@ -202,6 +220,7 @@ def next_item_loss(
         input_ids: `[batch, length]`, needed by `"bce"` to keep negatives out of the user's row.
         num_items_in_batch: the number of targets the loss is averaged over (`Trainer` passes those of the whole
             optimizer step, all accumulated batches and processes); the batch's own targets when `None`.
+        excluded_items: `[vocab_size]` bool, items that are no candidates (see the module docstring).
 
     Returns:
         The scalar loss, 0 (with a gradient path) when the batch has no target.
@@ -213,13 +232,13 @@ def next_item_loss(
         if not (shift_labels >= num_special).any():
             return hidden_states.sum() * 0.0
         return binary_cross_entropy_loss(
-            hidden_states, shift_labels, input_ids, item_weight, num_special, num_items_in_batch
+            hidden_states, shift_labels, input_ids, item_weight, num_special, num_items_in_batch, excluded_items
         )
     hidden, targets, _ = select_targets(hidden_states, shift_labels, num_special)
     if len(targets) == 0:
         return hidden_states.sum() * 0.0
     if config.loss_type == "ce":
-        return full_softmax_loss(hidden, targets, item_weight, num_special, num_items_in_batch)
+        return full_softmax_loss(hidden, targets, item_weight, num_special, num_items_in_batch, excluded_items)
     if config.loss_type == "sampled_softmax":
         return sampled_softmax_loss(
             hidden,
@@ -231,5 +250,6 @@ def next_item_loss(
             config.logq_correction,
             config.temperature,
             num_items_in_batch,
+            excluded_items,
         )
     return in_batch_softmax_loss(hidden, targets, item_weight, config.temperature, num_items_in_batch)

@@ -5,7 +5,7 @@ input encoding (`add_input_modules`, `embed`, `layer_inputs`), the attention or 
 residual wiring (`run_blocks`).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -405,12 +405,27 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
         super().__init__(config)
         self.model = self.base_model_class(config)
         self.lm_head = None if config.item_features else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.register_buffer("excluded_from_training", None, persistent=False)
         self.post_init()
         # Tied weights are never saved; naming them lets Trainer's `load_best_model_at_end` re-tie them silently.
         self._keys_to_ignore_on_save = set(self.all_tied_weights_keys)
 
     def get_output_embeddings(self) -> nn.Linear | None:
         return self.lm_head
+
+    def exclude_from_training(self, item_ids: Sequence[int]) -> None:
+        """Make `item_ids` no candidates of the next-item loss (`excluded_items` in `hf_sasrec.losses`) and zero their
+        id embeddings: this model trains as if they were not in the catalog yet and ends with them as
+        [`SASRecModel.add_items`] would add them (the cold-item protocol: items that arrive after training). Items
+        that are no candidate and no input get no gradient, so their id embeddings stay zero. The mask is not saved:
+        a loaded model scores every item."""
+        excluded = torch.zeros(self.config.vocab_size, dtype=torch.bool, device=self.device)
+        excluded[torch.as_tensor(list(item_ids), dtype=torch.long)] = True
+        self.excluded_from_training = excluded
+        id_embeddings = self.get_input_embeddings()
+        if id_embeddings is not None:
+            with torch.no_grad():
+                id_embeddings.weight[excluded] = 0.0
 
     def item_embeddings(self) -> torch.Tensor:
         """The vectors that score items, `[vocab_size, hidden]`: the head's weight (the tied id embeddings), or the
@@ -501,7 +516,15 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
             return SASRecCompletionLogProbsOutput(loss=head.loss, aux_loss=getattr(head, "aux_loss", None), **scores)
         loss = None
         if targets is not None:
-            loss = next_item_loss(hidden_states, targets, item_vectors, self.config, input_ids, num_items_in_batch)
+            loss = next_item_loss(
+                hidden_states,
+                targets,
+                item_vectors,
+                self.config,
+                input_ids,
+                num_items_in_batch,
+                self.excluded_from_training,
+            )
         logits = F.linear(slice_logits_to_keep(hidden_states, logits_to_keep), item_vectors)
         return self.causal_lm_output(outputs, loss, logits, input_ids=input_ids, attention_mask=attention_mask)
 

@@ -5,10 +5,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from datasets import Dataset, DatasetDict
+from safetensors.torch import load_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from data_preprocess.cold_items import COLD_ITEMS_FILE
+from data_preprocess.dislikes import load_dislikes
+from data_preprocess.features import FEATURES_FOLDER
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +66,42 @@ def cold_item_ids(data_dir: str | Path) -> list[int] | None:
     --cold-items FRACTION`), or `None` when the data folder has none."""
     path = Path(data_dir) / COLD_ITEMS_FILE
     return json.loads(path.read_text(encoding="utf-8"))["token_ids"] if path.is_file() else None
+
+
+def item_counts(train: Dataset, vocab_size: int) -> torch.Tensor:
+    """`[vocab_size]`: how often each token id occurs in the `item_ids` of `train`."""
+    items = [np.asarray(row, dtype=np.int64) for row in train["item_ids"]]
+    counts = np.bincount(np.concatenate(items) if items else np.zeros(0, np.int64), minlength=vocab_size)
+    return torch.from_numpy(counts[:vocab_size])
+
+
+def item_categories(data_dir: str | Path) -> tuple[str, torch.LongTensor] | None:
+    """The first multi-valued item feature of `data_dir/features/` (MovieLens' genres): its name and its category
+    ids `[vocab_size, max_values]` (0-padded); `None` without one."""
+    folder = Path(data_dir) / FEATURES_FOLDER
+    if not (folder / "schema.json").is_file():
+        return None
+    items = json.loads((folder / "schema.json").read_text(encoding="utf-8")).get("items", {})
+    multi = [(name, spec) for name, spec in items.get("features", {}).items() if spec["kind"] == "multi"]
+    if not multi:
+        return None
+    name, spec = multi[0]
+    return name, load_file(folder / items["file"])[spec["tensors"]["ids"]].long()
+
+
+def beyond_accuracy_inputs(data_dir: str | Path, split_name: str, train: Dataset, vocab_size: int) -> dict[str, Any]:
+    """The keyword inputs of `evaluate_next_item`'s beyond-accuracy metrics that a data folder gives for evaluating
+    its split `split_name`: the training split's `item_counts` always; the held-out dislikes of that split's part
+    (`data_preprocess.dislikes`: `valid` or `test`) where the data has ratings; the `item_categories` of its first
+    multi-valued item feature where it has one."""
+    inputs: dict[str, Any] = {"item_counts": item_counts(train, vocab_size)}
+    dislikes = load_dislikes(data_dir, split_name) if split_name in ("valid", "test") else None
+    if dislikes is not None:
+        inputs["disliked_items"] = dislikes
+    categories = item_categories(data_dir)
+    if categories is not None:
+        inputs["item_categories"] = categories[1]
+    return inputs
 
 
 def drop_short_rows(split: Dataset, name: str) -> Dataset:

@@ -43,7 +43,7 @@ from .evaluation import evaluate_next_item, metrics_table
 from .feature_inputs import attach_user_features, read_item_features, read_user_features
 from .item_embedding_init import load_item_embeddings
 from .item_tokenizer import save_item_tokenizer, vocabulary_fingerprint
-from .processed_data import SPLITS, cold_item_ids, drop_short_rows, load_processed_data
+from .processed_data import SPLITS, beyond_accuracy_inputs, cold_item_ids, drop_short_rows, load_processed_data
 from .run_info import RunInfo
 from .sequence_windows import sliding_windows
 from .sft_trainer import LoggingEarlyStoppingCallback, NextItemTrainer, best_evaluation, describe_best
@@ -223,6 +223,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if feature_tables:
         model.model.item_encoder.load_tables(feature_tables)
     check_data_fits_model(model, splits, stats)
+    cold_items = cold_item_ids(data_args.data_dir)
+    if cold_items:
+        model.exclude_from_training(cold_items)
+        logger.info(
+            "Cold-item protocol: the %d items held out of training are no candidates of the training loss either "
+            "(trained as if they arrived after training); evaluation ranks every item.",
+            len(cold_items),
+        )
     if (model_args.item_embeddings or model_args.freeze_item_embeddings) and model.get_input_embeddings() is None:
         raise ValueError("item_embeddings and freeze_item_embeddings act on item id embeddings; use_item_id is false.")
     if model_args.item_embeddings:
@@ -260,9 +268,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         describe_best(metrics),
         metrics["model_step"],
     )
-    cold_items = cold_item_ids(data_args.data_dir)
     for protocol in training_args.test_protocols:
         for split_name, split in (("valid", valid), ("test", test)):
+            extras = beyond_accuracy_inputs(data_args.data_dir, split_name, splits["train"], model.config.vocab_size)
             scores = evaluate_next_item(
                 trainer.accelerator.unwrap_model(trainer.model),
                 split,
@@ -273,6 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 max_length=data_args.max_length,
                 seed=training_args.seed,
                 cold_items=cold_items,
+                **extras,
             )
             metrics.update({f"{split_name}_{name}": value for name, value in scores.items()})
     if trainer.is_world_process_zero():

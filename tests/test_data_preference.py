@@ -9,6 +9,7 @@ from datasets import Dataset, load_from_disk
 from transformers import AutoTokenizer
 
 from data_preprocess import prepare
+from data_preprocess.dislikes import DISLIKE_PARTS, load_dislikes, split_dislikes
 from data_preprocess.preference import _prompts, build_preference_pairs, main, model_item_embeddings
 
 
@@ -71,22 +72,42 @@ def test_popular_source(data_prepared):
     assert build_preference_pairs(data_prepared, "popular", num_rejected=3).to_list() == pairs.to_list()
 
 
-def test_low_rated_source_uses_the_ratings(data_prepared):
+def test_low_rated_source_uses_the_ratings_of_the_pairs_part_only(data_prepared):
     pairs = build_preference_pairs(data_prepared, "low-rated", num_rejected=2)
     tokenizer = check_pairs(pairs, data_prepared, 2)
     low_rated = json.loads((data_prepared / "low_rated.json").read_text())
+    trainable = split_dislikes(low_rated, "pairs")
+    held_out = {
+        user: set(items) for part in ("valid", "test") for user, items in split_dislikes(low_rated, part).items()
+    }
+    assert sum(map(len, held_out.values())) > 0
     touched = user_items(data_prepared)
     topped_up = 0
     for row in pairs:
-        candidates = set(low_rated[row["user_id"]]) - touched[row["user_id"]]
+        candidates = set(trainable.get(row["user_id"], [])) - touched[row["user_id"]]
         rejected = [ids_of(tokenizer, text)[0] for text in row["rejected_all"]]
-        assert rejected[0] in candidates  # `rejected` is always a low-rated item
+        assert rejected[0] in candidates  # `rejected` is always a low-rated item of the pairs part
         assert set(rejected[: len(candidates)]) <= candidates  # low-rated first, then popular items if too few
+        assert not set(rejected) & held_out.get(row["user_id"], set())  # a held-out dislike never builds a pair
         topped_up += len(candidates) < 2
     assert topped_up > 0
     with_history = {row["user_id"] for row in load_from_disk(data_prepared)["train"] if len(row["item_ids"]) > 1}
-    users_with_candidates = {user for user, items in low_rated.items() if set(items) - touched[user]}
+    users_with_candidates = {user for user, items in trainable.items() if set(items) - touched[user]}
     assert set(pairs["user_id"]) == users_with_candidates & with_history
+
+
+def test_dislikes_split_by_a_fixed_hash_into_disjoint_parts(data_prepared):
+    low_rated = json.loads((data_prepared / "low_rated.json").read_text())
+    parts = {part: split_dislikes(low_rated, part) for part in DISLIKE_PARTS}
+    for user, items in low_rated.items():
+        pieces = [set(parts[part].get(user, [])) for part in DISLIKE_PARTS]
+        assert set().union(*pieces) == set(items) and sum(map(len, pieces)) == len(set(items))
+    counts = {part: sum(map(len, split.values())) for part, split in parts.items()}
+    total = sum(counts.values())
+    assert 0.35 < counts["pairs"] / total < 0.65 and counts["test"] > 0 and counts["valid"] > 0
+    assert load_dislikes(data_prepared, "test") == parts["test"]
+    with pytest.raises(ValueError, match="Unknown dislike part 'train'"):
+        split_dislikes(low_rated, "train")
 
 
 def test_hard_source_takes_the_nearest_items(data_prepared):

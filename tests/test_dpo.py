@@ -346,7 +346,10 @@ def test_run_builds_pairs_and_writes_model_tokenizer_and_side_by_side_metrics(tm
     metrics = main(script_args, args)
     assert len(Dataset.load_from_disk(tmp_path / "pairs")) == metrics["num_pairs"] == NUM_USERS
     saved = json.loads((tmp_path / "dpo" / "metrics.json").read_text())
-    assert saved["test"]["full/ndcg@10"].keys() == {"sft", "dpo", "change"}
+    ndcg = saved["test"]["full/ndcg@10"]
+    assert ndcg.keys() == {"sft", "sft_ci95", "dpo", "dpo_ci95", "change", "change_ci95"}
+    assert ndcg["change"] == pytest.approx(ndcg["dpo"] - ndcg["sft"]) and ndcg["change_ci95"] >= 0
+    assert next(iter(saved["test"])) == "full/popularity_percentile@10"  # the popular source's goal comes first
     assert saved["test"] == metrics["test"]
     assert saved["test"]["full/mrr"]["sft"] != saved["test"]["full/mrr"]["dpo"]
     assert "rewards/margins" in saved["dpo_last_log"]

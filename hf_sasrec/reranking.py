@@ -1,0 +1,70 @@
+"""Post-hoc re-ranking of next-item scores: the baselines an alignment method must beat, and usable on their own.
+
+A re-ranker is called with the scores of a batch of users, `[batch, vocab_size]`, and their rows (dicts with
+`user_id`, `item_ids`), and returns adjusted scores of the same shape; [`hf_sasrec.evaluation.evaluate_next_item`]
+takes one as `rerank`. Each subtracts `weight` times a penalty from every item's score:
+
+- [`PopularityPenalty`]: `log(1 + training count)` of the item (Steck's popularity-compensated ranking, in its
+  simplest form): lower `weight` keeps accuracy, higher trades it for novelty and coverage;
+- [`DislikeSimilarityPenalty`]: the item's largest cosine similarity to the items the user disliked (the dislikes
+  that may train, `data_preprocess.dislikes` part `pairs`), in the model's own item-vector space;
+- [`DislikeRatePenalty`]: the share of the item's ratings that are dislikes, over all users (smoothed: `(d + 1) /
+  (d + n + 2)` for `d` dislikes of the `pairs` part and `n` training interactions): items that many people who
+  watch them dislike.
+
+    penalty = DislikeSimilarityPenalty(model.item_embeddings(), load_dislikes(data_dir, "pairs"), weight=2.0)
+    metrics = evaluate_next_item(model, test, rerank=penalty, disliked_items=load_dislikes(data_dir, "test"))
+"""
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+class PopularityPenalty:
+    """`score - weight * log(1 + count)`, `item_counts` `[vocab_size]` the training split's item counts."""
+
+    def __init__(self, item_counts: torch.Tensor, weight: float):
+        self.penalty = weight * torch.log1p(torch.as_tensor(item_counts, dtype=torch.float))
+
+    def __call__(self, scores: torch.Tensor, rows: Sequence[dict]) -> torch.Tensor:
+        return scores - self.penalty[: scores.shape[1]]
+
+
+class DislikeRatePenalty:
+    """`score - weight * (d + 1) / (d + n + 2)`, `dislikes` (user id -> token ids) giving each item's dislike count
+    `d` and `item_counts` `[vocab_size]` its training interactions `n`."""
+
+    def __init__(self, item_counts: torch.Tensor, dislikes: Mapping[str, Sequence[int]], weight: float):
+        counts = torch.as_tensor(item_counts, dtype=torch.float)
+        disliked = torch.zeros_like(counts)
+        for items in dislikes.values():
+            disliked.index_add_(0, torch.as_tensor(list(items), dtype=torch.long), torch.ones(len(items)))
+        self.penalty = weight * (disliked + 1) / (disliked + counts + 2)
+
+    def __call__(self, scores: torch.Tensor, rows: Sequence[dict]) -> torch.Tensor:
+        return scores - self.penalty[: scores.shape[1]]
+
+
+class DislikeSimilarityPenalty:
+    """`score - weight * max cosine(item, disliked item)` over the user's `dislikes` (user id -> token ids);
+    `item_vectors` `[vocab_size, hidden]` (e.g. `model.item_embeddings()`). A user without dislikes keeps their
+    scores."""
+
+    def __init__(self, item_vectors: torch.Tensor, dislikes: Mapping[str, Sequence[int]], weight: float):
+        self.vectors = F.normalize(item_vectors.detach().float(), dim=-1)
+        self.dislikes = dislikes
+        self.weight = weight
+
+    def __call__(self, scores: torch.Tensor, rows: Sequence[dict]) -> torch.Tensor:
+        adjusted = scores.clone()
+        for index, row in enumerate(rows):
+            disliked = self.dislikes.get(str(row.get("user_id")), ())
+            if disliked:
+                similarity = self.vectors[: scores.shape[1]] @ self.vectors[list(disliked)].T
+                adjusted[index] -= self.weight * similarity.max(dim=1).values
+        return adjusted
+
+
+__all__ = ["DislikeRatePenalty", "DislikeSimilarityPenalty", "PopularityPenalty"]

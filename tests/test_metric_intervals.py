@@ -1,0 +1,143 @@
+"""Confidence intervals, paired differences and the beyond-accuracy metrics of the evaluator, on hand-made cases."""
+
+import math
+
+import pytest
+import torch
+from model_helpers import tiny_model
+from test_evaluation import ScoreTable, random_users
+
+from hf_sasrec.evaluation import (
+    evaluate_next_item,
+    evaluate_users,
+    list_diversity,
+    mean_with_interval,
+    metrics_table,
+    paired_difference,
+    popularity_percentiles,
+)
+from hf_sasrec.reranking import DislikeRatePenalty, DislikeSimilarityPenalty, PopularityPenalty
+
+NUM_SPECIAL = 5
+
+
+def test_the_interval_is_the_normal_approximation_over_users():
+    mean, half_width = mean_with_interval(torch.tensor([1.0, 0.0, 0.0, 1.0, math.nan]))
+    # mean 0.5; sample standard deviation sqrt(4 * 0.25 / 3); the NaN user has no value
+    assert mean == 0.5
+    assert half_width == pytest.approx(1.959964 * math.sqrt(1 / 3) / math.sqrt(4), rel=1e-6)
+    assert math.isnan(mean_with_interval(torch.tensor([0.3]))[1])
+
+
+def test_a_model_paired_with_itself_differs_by_exactly_zero():
+    model = tiny_model("sasrec")
+    users = random_users(30, model.config.vocab_size, seed=4)
+    first, _, _ = evaluate_users(model, users)
+    second, _, _ = evaluate_users(model, users)
+    for name in ("ndcg@10", "hr@10", "mrr"):
+        assert paired_difference(first[name], second[name]) == (0.0, 0.0)
+    other = tiny_model("sasrec", seed=1)
+    third, _, _ = evaluate_users(other, users)
+    difference, half_width = paired_difference(third["mrr"], first["mrr"])
+    assert difference == pytest.approx(third["mrr"].mean().item() - first["mrr"].mean().item())
+    assert half_width > 0
+    with pytest.raises(ValueError, match="same users"):
+        paired_difference(first["mrr"], first["mrr"][:-1])
+
+
+def ranked_scores(rankings: list[list[int]], vocab_size: int) -> torch.Tensor:
+    """Scores that put each user's listed items first, in order, and every other item below them."""
+    scores = torch.zeros(len(rankings), vocab_size)
+    for user, ranking in enumerate(rankings):
+        scores[user, ranking] = torch.arange(len(ranking), 0, -1, dtype=torch.float)
+    return scores
+
+
+def test_disliked_at_10_counts_held_out_dislikes_in_each_top_10():
+    vocab_size = 40
+    rankings = [list(range(5, 15)), list(range(15, 25)), list(range(25, 35))]
+    users = [{"user_id": str(user), "item_ids": [39, 38 - user]} for user in range(3)]  # targets outside the lists
+    disliked = {"0": [7, 9, 30], "1": [5, 6], "2": []}  # user 0: two in its list; user 1: none; user 2: no dislike
+    metrics = evaluate_next_item(
+        ScoreTable(ranked_scores(rankings, vocab_size)), users, exclude_history=False, disliked_items=disliked
+    )
+    assert metrics["full/disliked_users"] == 2
+    assert metrics["full/disliked@10"] == 0.5
+    assert metrics["full/disliked_count@10"] == 1.0  # (2 + 0) / 2
+    assert metrics["full/disliked@10_ci95"] == pytest.approx(1.959964 * math.sqrt(0.5) / math.sqrt(2), rel=1e-6)
+
+
+def test_popularity_percentiles_rank_items_and_share_ties():
+    counts = torch.tensor([0, 0, 0, 0, 0, 10, 3, 3, 0, 7])  # five special tokens, then five items
+    percentiles = popularity_percentiles(counts, NUM_SPECIAL)
+    assert percentiles[:NUM_SPECIAL].isnan().all()
+    # item ranks (0 = least popular): 0 -> 0, 3 and 3 -> 1.5 each, 7 -> 3, 10 -> 4; over 4
+    torch.testing.assert_close(
+        percentiles[NUM_SPECIAL:], torch.tensor([1.0, 0.375, 0.375, 0.0, 0.75], dtype=torch.double)
+    )
+
+
+def test_diversity_is_one_minus_the_mean_pairwise_jaccard_of_categories():
+    categories = torch.tensor([[0, 0], [1, 2], [1, 0], [3, 0], [0, 0]])  # item 4 has no category
+    lists = torch.tensor([[1, 2, 3], [1, 1, 1], [3, 4, 4]])
+    # list 0: J(1,2) = 1/2, J(1,3) = 0, J(2,3) = 0 -> 1 - 1/6; list 1: identical items -> 0;
+    # list 2: J(3,4) = 0 twice, J(4,4) = 0 (no category shared) -> 1
+    torch.testing.assert_close(list_diversity(lists, categories), torch.tensor([5 / 6, 0.0, 1.0], dtype=torch.double))
+
+
+def test_novelty_and_diversity_are_reported_with_their_intervals_and_tabled():
+    vocab_size = 40
+    rankings = [list(range(5, 15)), list(range(15, 25))]
+    users = [{"user_id": str(user), "item_ids": [39, 38]} for user in range(2)]
+    counts = torch.arange(vocab_size, dtype=torch.float)  # a higher id is more popular
+    categories = torch.zeros(vocab_size, 1, dtype=torch.long)
+    categories[5:15, 0] = 1  # the first list shares one category, the second has none
+    metrics = evaluate_next_item(
+        ScoreTable(ranked_scores(rankings, vocab_size)),
+        users,
+        exclude_history=False,
+        item_counts=counts,
+        item_categories=categories,
+    )
+    expected = [
+        sum(item - NUM_SPECIAL for item in ranking) / 10 / (vocab_size - NUM_SPECIAL - 1) for ranking in rankings
+    ]
+    assert metrics["full/popularity_percentile@10"] == pytest.approx(sum(expected) / 2)
+    assert metrics["full/diversity@10"] == pytest.approx(0.5)  # 0 and 1
+    table = metrics_table(metrics)
+    assert "popularity_percentile@10" in table and f"{metrics['full/ndcg@10']:.4f} ± " in table
+    assert "_ci95" not in table
+
+
+def test_rerankers_subtract_their_penalties():
+    scores = torch.zeros(2, 8)
+    counts = torch.tensor([0, 0, 0, 0, 0, 9, 0, 3])
+    torch.testing.assert_close(
+        PopularityPenalty(counts, 0.5)(scores, []), -0.5 * torch.log1p(counts.float()).expand(2, 8)
+    )
+    vectors = torch.tensor([[1.0, 0.0]] * 5 + [[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    rows = [{"user_id": "a"}, {"user_id": "b"}]
+    adjusted = DislikeSimilarityPenalty(vectors, {"a": [6]}, weight=2.0)(scores, rows)
+    # user a disliked item 6 (direction y): item 5 (x) is orthogonal, item 7 at 45 degrees; user b has no dislike
+    torch.testing.assert_close(adjusted[0, 5:], torch.tensor([0.0, -2.0, -2.0 / math.sqrt(2)]))
+    assert torch.equal(adjusted[1], scores[1])
+
+
+def test_a_reranker_changes_what_the_evaluation_ranks():
+    vocab_size = 40
+    rankings = [list(range(5, 15))]
+    users = [{"user_id": "0", "item_ids": [39, 20]}]
+    table = ranked_scores(rankings, vocab_size)
+    table[0, 20] = 0.5  # below the ten listed items, above the rest
+    plain = evaluate_next_item(ScoreTable(table), users, exclude_history=False)
+    demote = PopularityPenalty(torch.zeros(vocab_size).index_fill(0, torch.arange(5, 15), 1e6), 1.0)
+    reranked = evaluate_next_item(ScoreTable(table), users, exclude_history=False, rerank=demote)
+    assert plain["full/hr@10"] == 0.0 and reranked["full/ndcg@1"] == 1.0  # the target, 20, rises to the top
+
+
+def test_the_dislike_rate_penalty_is_the_smoothed_share_of_dislikes():
+    counts = torch.tensor([0, 0, 0, 0, 0, 8, 1, 0])
+    dislikes = {"a": [5, 6], "b": [6], "c": [7]}
+    adjusted = DislikeRatePenalty(counts, dislikes, weight=3.0)(torch.zeros(1, 8), [])
+    # item 5: 1 dislike, 8 interactions -> 2 / 11; item 6: 2 and 1 -> 3 / 5; item 7: 1 and 0 -> 2 / 3
+    torch.testing.assert_close(adjusted[0, 5:], -3.0 * torch.tensor([2 / 11, 3 / 5, 2 / 3]))
