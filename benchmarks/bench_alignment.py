@@ -6,8 +6,9 @@ Under `--work`, each step skipped when its output is already there:
   selects (`valid`) and the part that is reported (`test`);
 - `runs/sft-seed{S}`: `python -m hf_sasrec.sft --config train_configs/sft/default.yaml` on that data, seed S;
 - per arm of `ARMS` and seed: a DPO config (`python -m hf_sasrec.dpo`, from that SFT model, its pairs under the
-  run folder) or a re-ranker of `hf_sasrec.reranking` over the SFT model's scores, whose weight is chosen on the
-  validation split: the largest of `WEIGHTS` that keeps the validation NDCG@10 within 2% of the SFT model's.
+  run folder), SFT with an unlikelihood term on the `pairs` dislikes (`--unlikelihood_weight W`, trained anew), or a
+  re-ranker of `hf_sasrec.reranking` over the SFT model's scores, whose weight is chosen on the validation split:
+  the largest of `WEIGHTS` that keeps the validation NDCG@10 within 2% of the SFT model's.
 
 Every arm is ranked on the test split in this process (`evaluate_users`: full ranking, history excluded) with its
 goal metrics: NDCG@10, HR@10, disliked@10 (the test part of the dislikes), coverage@10, popularity percentile@10
@@ -41,11 +42,14 @@ logger = logging.getLogger("bench_alignment")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
 SFT_CONFIG = "train_configs/sft/default.yaml"
-# arm: ("dpo", its config, extra options) or ("rerank", its re-ranker); "sft" is the model all arms start from.
+# arm: ("dpo", its config, extra options), ("rerank", its re-ranker) or ("sft", the unlikelihood weight on the
+# `pairs` dislikes); "sft" (weight None) is the model all arms start from and are compared with.
 ARMS = {
     "sft": ("sft", None, []),
     "dpo-dislikes": ("dpo", "train_configs/dpo/dislikes.yaml", []),
     "sdpo-dislikes": ("dpo", "train_configs/dpo/dislikes.yaml", ["--loss_type", "softmax_dpo", "--num_rejected", "8"]),
+    "sft-unlikelihood-1": ("sft", "1.0", []),
+    "sft-unlikelihood-5": ("sft", "5.0", []),
     "rerank-dislikes": ("rerank", "dislike-similarity", []),
     "rerank-dislike-rate": ("rerank", "dislike-rate", []),
     "dpo-novelty": ("dpo", "train_configs/dpo/novelty.yaml", []),
@@ -81,14 +85,15 @@ def prepare_data(work: Path) -> Path:
     return data_dir
 
 
-def train_sft(data_dir: Path, work: Path, seed: int) -> Path:
-    """The SFT run of `seed`, trained unless its `metrics.json` is there."""
-    run_dir = work / "runs" / f"sft-seed{seed}"
+def train_sft(data_dir: Path, work: Path, seed: int, arm: str = "sft", unlikelihood: str | None = None) -> Path:
+    """The SFT run of `seed` (with `--unlikelihood_weight` when given), trained unless its `metrics.json` is there."""
+    run_dir = work / "runs" / f"{arm}-seed{seed}"
     if not (run_dir / "metrics.json").exists():
         command = [sys.executable, "-m", "hf_sasrec.sft", "--config", SFT_CONFIG, "--data_dir", str(data_dir)]
         command += ["--output_dir", str(run_dir), "--seed", str(seed), "--overwrite_output_dir", "true"]
         command += ["--report_to", "none", "--disable_tqdm", "true"]
-        run(command, work / "runs" / f"sft-seed{seed}.log")
+        command += ["--unlikelihood_weight", unlikelihood] if unlikelihood else []
+        run(command, work / "runs" / f"{arm}-seed{seed}.log")
     return run_dir
 
 
@@ -187,7 +192,7 @@ def summary(lines: list[dict]) -> str:
             std = means.std().item() if len(means) > 1 else 0.0
             cells.append(f"{means.mean().item():.4f} ± {std:.4f}")
             change = sum(row[name]["change"] for row in rows) / len(rows)
-            if "change_ci95" in rows[0]:
+            if "change_ci95" in rows[0][name]:
                 half_width = math.sqrt(sum(row[name]["change_ci95"] ** 2 for row in rows)) / len(rows)
                 changes.append(f"{change:+.4f} ± {half_width:.4f}")
             else:
@@ -195,6 +200,31 @@ def summary(lines: list[dict]) -> str:
         out.append(f"| {arm} | {len(rows)} | " + " | ".join(cells) + " |")
         if arm != "sft":
             out.append("| (change vs sft) | | " + " | ".join(changes) + " |")
+    out += ["", "Issue 14 targets (relative changes: mean change over the SFT mean):", ""]
+    base = {name: sum(line[name]["mean"] for key, line in latest.items() if key[0] == "sft") for name in REPORTED}
+    base_seeds = sum(key[0] == "sft" for key in latest)
+    for arm in arms[1:] if base_seeds else []:
+        rows = [line for key, line in latest.items() if key[0] == arm]
+
+        def relative(name: str, rows: list[dict] = rows) -> float:
+            return sum(row[name]["change"] for row in rows) / len(rows) / (base[name] / base_seeds)
+
+        ndcg = sum(row["ndcg@10"]["change"] for row in rows) / len(rows)
+        ndcg_half = math.sqrt(sum(row["ndcg@10"]["change_ci95"] ** 2 for row in rows)) / len(rows)
+        if "dislike" in arm or "unlikelihood" in arm:
+            met = relative("disliked@10") <= -0.30 and ndcg + ndcg_half >= 0
+            out.append(
+                f"- {arm}: disliked@10 {relative('disliked@10'):+.1%} (target −30%), NDCG@10 change {ndcg:+.4f} ± "
+                f"{ndcg_half:.4f} (target: not significantly negative): {'met' if met else 'not met'}."
+            )
+        else:
+            gain = max(relative("coverage@10"), -relative("popularity_percentile@10"))
+            met = gain >= 0.20 and relative("ndcg@10") >= -0.02
+            out.append(
+                f"- {arm}: coverage@10 {relative('coverage@10'):+.1%}, popularity percentile "
+                f"{relative('popularity_percentile@10'):+.1%} (target: +20% coverage or novelty), NDCG@10 "
+                f"{relative('ndcg@10'):+.1%} (target: no more than −2%): {'met' if met else 'not met'}."
+            )
     weights = [line for line in latest.values() if "weight" in line]
     if weights:
         out += ["", "Re-ranker weights chosen on validation (largest within 2% of SFT's validation NDCG@10):", ""]
@@ -234,6 +264,12 @@ def sweep(work: Path, data_dir: Path, splits, valid, output: Path) -> None:
     output.write_text("\n".join(out) + "\n")
 
 
+def write_summary(results: Path) -> None:
+    """`summary` of the JSON lines of `results`, into the `.md` beside it."""
+    lines = [json.loads(text) for text in results.read_text().splitlines() if text.strip()]
+    results.with_suffix(".md").write_text(summary(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -241,7 +277,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench" / "alignment")
     parser.add_argument("--output", type=Path, default=RESULTS / "alignment_ml-100k.jsonl")
     parser.add_argument("--sweep", action="store_true", help="run the validation sweep of the dislikes recipe only")
+    parser.add_argument("--summarize", action="store_true", help="only write the summary of the results file")
     args = parser.parse_args()
+    if args.summarize:
+        write_summary(args.output)
+        return
     logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)
     (args.work / "runs").mkdir(parents=True, exist_ok=True)
     data_dir = prepare_data(args.work)
@@ -260,8 +300,12 @@ def main() -> None:
         for arm in args.arms:
             kind, spec, options = ARMS[arm]
             extra: dict = {}
-            if kind == "sft":
+            if kind == "sft" and spec is None:
                 values, coverage = sft
+            elif kind == "sft":
+                model = AutoModelForCausalLM.from_pretrained(train_sft(data_dir, args.work, seed, arm, spec)).eval()
+                values, coverage = evaluate(model, test, test_inputs)
+                extra = {"unlikelihood_weight": float(spec)}
             elif kind == "dpo":
                 run_dir, seconds = train_dpo(arm, spec, options, sft_dir, args.work, seed)
                 model = AutoModelForCausalLM.from_pretrained(run_dir).eval()
@@ -282,8 +326,7 @@ def main() -> None:
                 line["ndcg@10"]["mean"],
                 line["disliked@10"]["mean"],
             )
-    lines = [json.loads(text) for text in args.output.read_text().splitlines() if text.strip()]
-    args.output.with_suffix(".md").write_text(summary(lines))
+    write_summary(args.output)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,9 @@ class SASRecConfig(PreTrainedConfig):
         num_special_tokens: token ids below this are special tokens, excluded from losses and rankings.
         loss_type: `"ce"` (full softmax), `"sampled_softmax"`, `"bce"` (one negative a position, as in SASRec) or
             `"infonce"` (in-batch negatives).
+        ce_chunk_size: `"ce"` over a catalog larger than this is computed in chunks of this many items
+            (`hf_sasrec.chunked_cross_entropy`: the same loss and gradients without the `[targets, items]` logits);
+            `None`: always in one block.
         num_negatives: negatives a position for `"sampled_softmax"`.
         negative_sampler: `"uniform"` over items, or `"log_uniform"` (Zipfian over popularity-ordered ids).
         logq_correction: subtract the log sampling probability from the logits of sampled negatives.
@@ -72,6 +75,8 @@ class SASRecConfig(PreTrainedConfig):
             map of the concatenation).
         use_item_id: whether items have an id embedding; `False` (with `item_features`) gives a content-only model,
             which scores an item it never saw in training from its features.
+        unlikelihood_weight: weight of the unlikelihood of the user's disliked items (`hf_sasrec.losses.
+            unlikelihood_loss`) added to the next-item loss when a batch gives `disliked_ids`; 0 adds nothing.
         item_id_dropout: with item features and id embeddings, the probability that an item's id embedding is left
             out of its vector in a training step (not rescaled): the content parts then learn to score items alone,
             as they must for a new item, whose id embedding is zero.
@@ -98,10 +103,12 @@ class SASRecConfig(PreTrainedConfig):
     initializer_range: float | int = 0.02
     num_special_tokens: int = 5
     loss_type: str = "ce"
+    ce_chunk_size: int | None = None
     num_negatives: int = 256
     negative_sampler: str = "uniform"
     logq_correction: bool = True
     temperature: float | int = 1.0
+    unlikelihood_weight: float | int = 0.0
     item_features: list[dict] | None = None
     item_fusion: str = "sum"
     use_item_id: bool = True
@@ -148,9 +155,13 @@ class SASRecConfig(PreTrainedConfig):
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if self.ce_chunk_size is not None and self.ce_chunk_size < 1:
+            raise ValueError(f"ce_chunk_size must be a positive integer or None, got {self.ce_chunk_size}.")
         for name in ("hidden_dropout_prob", "attention_dropout", "item_id_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}.")
+        if self.unlikelihood_weight < 0:
+            raise ValueError(f"unlikelihood_weight must be non-negative, got {self.unlikelihood_weight}.")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}.")
         if self.item_fusion not in ITEM_FUSIONS:

@@ -1,8 +1,9 @@
 """Batching of variable-length item histories into left-padded model inputs.
 
 Rows follow the processed-data schema of `data_preprocess`: `item_ids: list[int]` (token ids in time order) and,
-optionally, `timestamps: list[int]`, `user_id: str` and `user_features` (`{"<feature>.<value>": value}`, the user's
-feature values, attached by `hf_sasrec.user_features` for a model that reads them). Left padding puts every user's
+optionally, `timestamps: list[int]`, `user_id: str`, `user_features` (`{"<feature>.<value>": value}`, the user's
+feature values, attached by `hf_sasrec.user_features` for a model that reads them) and, for training with an
+unlikelihood term, `disliked_ids: list[int]` (the user's disliked items). Left padding puts every user's
 last real item at the last position, so `logits_to_keep=1` gives next-item scores for the whole batch.
 """
 
@@ -15,6 +16,7 @@ import torch
 from .losses import IGNORE_INDEX
 
 USER_FEATURES = "user_features"
+DISLIKED_IDS = "disliked_ids"
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_value: int) -> torch.LongTensor:
@@ -78,6 +80,8 @@ class NextItemCollator:
         if self.for_training:
             batch["labels"] = input_ids.masked_fill(batch["attention_mask"].eq(0), IGNORE_INDEX)
             batch["shift_labels"] = left_pad([row["item_ids"][1:][-self.max_length :] for row in rows], IGNORE_INDEX)
+            if DISLIKED_IDS in rows[0]:
+                batch[DISLIKED_IDS] = left_pad([row[DISLIKED_IDS] for row in rows], self.pad_token_id)
         else:
             batch["target_ids"] = torch.tensor([row["item_ids"][-1] for row in rows], dtype=torch.long)
         if self.with_timestamps:

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from transformers.loss.loss_utils import fixed_cross_entropy
 
+from .chunked_cross_entropy import ChunkedCrossEntropy
+
 IGNORE_INDEX = -100
 BCE_RESAMPLE_ROUNDS = 4
 
@@ -101,12 +103,19 @@ def full_softmax_loss(
     num_special_tokens: int,
     num_items_in_batch: torch.Tensor | int | None = None,
     excluded_items: torch.BoolTensor | None = None,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Cross-entropy over every item (but `excluded_items`). `hidden`: `[num_targets, hidden]`, `targets`:
-    `[num_targets]`."""
-    logits = hidden @ item_weight[num_special_tokens:].T
-    if excluded_items is not None:
-        logits = logits.masked_fill(excluded_items[num_special_tokens:], float("-inf"))
+    `[num_targets]`. With `chunk_size` smaller than the catalog, the same loss and gradients come from
+    [`ChunkedCrossEntropy`], which never holds the `[num_targets, num_items]` logits."""
+    candidates = item_weight[num_special_tokens:]
+    excluded = None if excluded_items is None else excluded_items[num_special_tokens:]
+    if chunk_size is not None and chunk_size < len(candidates):
+        per_target = ChunkedCrossEntropy.apply(hidden, candidates, targets - num_special_tokens, chunk_size, excluded)
+        return average_over_targets(per_target, num_items_in_batch)
+    logits = hidden @ candidates.T
+    if excluded is not None:
+        logits = logits.masked_fill(excluded, float("-inf"))
     return fixed_cross_entropy(logits.float(), targets - num_special_tokens, num_items_in_batch)
 
 
@@ -200,6 +209,31 @@ def in_batch_softmax_loss(
     return fixed_cross_entropy(logits, torch.arange(len(targets), device=targets.device), num_items_in_batch)
 
 
+def unlikelihood_loss(
+    hidden: torch.Tensor,
+    disliked_ids: torch.LongTensor,
+    item_weight: torch.Tensor,
+    num_special_tokens: int,
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """Unlikelihood of disliked items (Welleck et al., 2020): at each target position, the mean over the user's
+    disliked items `d` of `-log(1 - p(d | history))`, `p` the full softmax over items whatever `loss_type` is (it costs
+    a second `[num_targets, num_items]` product), averaged over targets as the next-item loss is.
+
+    Args:
+        hidden: `[num_targets, hidden]`, the states of the positions that have a target.
+        disliked_ids: `[num_targets, num_disliked]`, the disliked items of each position's user, padded with ids below
+            `num_special_tokens` (a user without one adds 0).
+        item_weight: `[vocab_size, hidden]`.
+    """
+    log_probs = (hidden @ item_weight[num_special_tokens:].T).float().log_softmax(-1)
+    disliked = disliked_ids >= num_special_tokens
+    chosen = log_probs.gather(1, (disliked_ids - num_special_tokens).clamp(min=0))
+    per_item = -torch.log1p(-chosen.exp().clamp(max=1 - 1e-6)) * disliked
+    per_target = per_item.sum(-1) / disliked.sum(-1).clamp(min=1)
+    return average_over_targets(per_target, num_items_in_batch)
+
+
 def next_item_loss(
     hidden_states: torch.Tensor,
     shift_labels: torch.LongTensor,
@@ -238,7 +272,9 @@ def next_item_loss(
     if len(targets) == 0:
         return hidden_states.sum() * 0.0
     if config.loss_type == "ce":
-        return full_softmax_loss(hidden, targets, item_weight, num_special, num_items_in_batch, excluded_items)
+        return full_softmax_loss(
+            hidden, targets, item_weight, num_special, num_items_in_batch, excluded_items, config.ce_chunk_size
+        )
     if config.loss_type == "sampled_softmax":
         return sampled_softmax_loss(
             hidden,

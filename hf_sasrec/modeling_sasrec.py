@@ -21,7 +21,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_sasrec import SASRecConfig
 from .item_encoder import ItemEncoder
-from .losses import next_item_loss, next_item_targets
+from .losses import next_item_loss, next_item_targets, unlikelihood_loss
 from .user_encoder import UserEncoder
 
 
@@ -459,6 +459,7 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
         num_items_in_batch: torch.Tensor | int | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         fused_lm_head: bool = False,
+        disliked_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> SASRecCausalLMOutput | SASRecCompletionLogProbsOutput:
         r"""
@@ -481,6 +482,9 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
                 their log-probabilities instead of logits: the call TRL's preference trainers make
                 (`model(..., labels=..., fused_lm_head=True)`, trl>=1.15), answered here over items only, as the
                 ranking evaluation scores them; see [`completion_log_probs`].
+            disliked_ids: `[batch, num_disliked]`, each user's disliked items (padding below `num_special_tokens`):
+                with `config.unlikelihood_weight > 0` and targets, adds that weight times their unlikelihood at every
+                target position (`hf_sasrec.losses.unlikelihood_loss`) to the loss.
 
         Returns:
             [`SASRecCausalLMOutput`] with `logits` of shape `[batch, kept_positions, vocab_size]`, or, with
@@ -525,6 +529,15 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
                 num_items_in_batch,
                 self.excluded_from_training,
             )
+            if disliked_ids is not None and self.config.unlikelihood_weight > 0:
+                has_target = targets >= self.config.num_special_tokens
+                loss = loss + self.config.unlikelihood_weight * unlikelihood_loss(
+                    hidden_states[has_target],
+                    disliked_ids[has_target.nonzero()[:, 0]],
+                    item_vectors,
+                    self.config.num_special_tokens,
+                    num_items_in_batch,
+                )
         logits = F.linear(slice_logits_to_keep(hidden_states, logits_to_keep), item_vectors)
         return self.causal_lm_output(outputs, loss, logits, input_ids=input_ids, attention_mask=attention_mask)
 

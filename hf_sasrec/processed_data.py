@@ -15,6 +15,8 @@ from data_preprocess.cold_items import COLD_ITEMS_FILE
 from data_preprocess.dislikes import load_dislikes
 from data_preprocess.features import FEATURES_FOLDER
 
+from .data_collator import DISLIKED_IDS
+
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
@@ -102,6 +104,25 @@ def beyond_accuracy_inputs(data_dir: str | Path, split_name: str, train: Dataset
     if categories is not None:
         inputs["item_categories"] = categories[1]
     return inputs
+
+
+def attach_dislikes(train: Dataset, data_dir: str | Path) -> Dataset:
+    """`train` with a `disliked_ids` column (the unlikelihood term's input): each user's dislikes of the `pairs` part
+    of `data_preprocess.dislikes`, never those held out for validation and test. `ValueError` without ratings."""
+    dislikes = load_dislikes(data_dir, "pairs")
+    if dislikes is None:
+        raise ValueError(
+            f"unlikelihood_weight needs dislikes: {data_dir} has no low_rated.json (prepare rated data with "
+            "python -m data_preprocess --min-rating R, so that low ratings stay out of the sequences)."
+        )
+    column = [dislikes.get(str(user), []) for user in train["user_id"]]
+    logger.info(
+        "Unlikelihood: %d of %d training rows have disliked items (%d in all, the pairs part).",
+        sum(map(bool, column)),
+        len(column),
+        sum(map(len, column)),
+    )
+    return train.add_column(DISLIKED_IDS, column)
 
 
 def drop_short_rows(split: Dataset, name: str) -> Dataset:

@@ -43,7 +43,14 @@ from .evaluation import evaluate_next_item, metrics_table
 from .feature_inputs import attach_user_features, read_item_features, read_user_features
 from .item_embedding_init import load_item_embeddings
 from .item_tokenizer import save_item_tokenizer, vocabulary_fingerprint
-from .processed_data import SPLITS, beyond_accuracy_inputs, cold_item_ids, drop_short_rows, load_processed_data
+from .processed_data import (
+    SPLITS,
+    attach_dislikes,
+    beyond_accuracy_inputs,
+    cold_item_ids,
+    drop_short_rows,
+    load_processed_data,
+)
 from .run_info import RunInfo
 from .sequence_windows import sliding_windows
 from .sft_trainer import LoggingEarlyStoppingCallback, NextItemTrainer, best_evaluation, describe_best
@@ -241,6 +248,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if user_specs:
         attached = attach_user_features(model, dict(zip(SPLITS, (train, valid, test), strict=True)), values_by_user)
         train, valid, test = (attached[name] for name in SPLITS)
+    if model.config.unlikelihood_weight > 0:
+        train = attach_dislikes(train, data_args.data_dir)
     if data_args.sliding_window:
         train = sliding_windows(train, data_args.max_length)
     trainer = NextItemTrainer(
