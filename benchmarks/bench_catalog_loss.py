@@ -1,5 +1,5 @@
 """Peak memory and time of one loss step (forward and backward) over large catalogs: plain full-softmax CE, chunked
-CE (`ce_chunk_size`) and sampled softmax.
+CE (`ce_chunk_size`), sampled softmax and mixed negatives (the batch's targets and uniform draws).
 
 Each (catalog size, loss) runs in a fresh process that builds the item table `[items, hidden]` and the states of
 `targets` positions `[targets, hidden]` (random, as a model's would be), runs `--steps` loss steps through
@@ -27,6 +27,7 @@ LOSSES = {
     "ce (plain)": {"loss_type": "ce"},
     "ce (chunked, 8192)": {"loss_type": "ce", "ce_chunk_size": 8192},
     "sampled_softmax (256)": {"loss_type": "sampled_softmax", "num_negatives": 256},
+    "mixed_negatives (batch + 256)": {"loss_type": "mixed_negatives", "num_negatives": 256},
 }
 
 

@@ -5,7 +5,7 @@ import re
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-LOSS_TYPES = ("ce", "sampled_softmax", "bce", "infonce")
+LOSS_TYPES = ("ce", "sampled_softmax", "bce", "infonce", "mixed_negatives")
 NEGATIVE_SAMPLERS = ("uniform", "log_uniform")
 ITEM_FEATURE_KINDS = ("categorical", "multi", "numeric", "embedding", "codes")
 ITEM_FUSIONS = ("sum", "concat")
@@ -59,14 +59,16 @@ class SASRecConfig(PreTrainedConfig):
         initializer_range: standard deviation of the normal weight initialisation.
         num_special_tokens: token ids below this are special tokens, excluded from losses and rankings.
         loss_type: `"ce"` (full softmax), `"sampled_softmax"`, `"bce"` (one negative a position, as in SASRec) or
-            `"infonce"` (in-batch negatives).
+            `"infonce"` (in-batch negatives) or `"mixed_negatives"` (the batch's targets and `num_negatives` uniform
+            draws, `hf_sasrec.losses.mixed_negatives_loss`).
         ce_chunk_size: `"ce"` over a catalog larger than this is computed in chunks of this many items
             (`hf_sasrec.chunked_cross_entropy`: the same loss and gradients without the `[targets, items]` logits);
             `None`: always in one block.
-        num_negatives: negatives a position for `"sampled_softmax"`.
+        num_negatives: negatives a position for `"sampled_softmax"`; uniform draws of `"mixed_negatives"`.
         negative_sampler: `"uniform"` over items, or `"log_uniform"` (Zipfian over popularity-ordered ids).
-        logq_correction: subtract the log sampling probability from the logits of sampled negatives.
-        temperature: logit temperature of `"infonce"` and `"sampled_softmax"`.
+        logq_correction: subtract the log sampling probability from the logits of sampled negatives (and, for
+            `"mixed_negatives"`, of every candidate).
+        temperature: logit temperature of `"infonce"`, `"sampled_softmax"` and `"mixed_negatives"`.
         item_features: the item features the item encoder reads (`None`: items are known by id alone), a list of
             dicts with `name` and `kind` (see `hf_sasrec.item_encoder`); set by training from the data's
             `features/` folder and semantic ids, their values saved with the weights. With item features, items are

@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, help="history items read (default: the run's max_length)")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-users", type=int, help="rank a fixed random sample of this many users (seeded)")
     parser.add_argument("--output", help="write the metrics to this JSON file")
     parser.add_argument(
         "--trust-remote-code",
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             batch_size=args.batch_size,
             max_length=args.max_length or info.max_length,
             seed=args.seed,
+            max_users=args.max_users,
             cold_items=cold_item_ids(data_dir),
             **extras,
         )

@@ -225,6 +225,16 @@ def disliked_hits(
     return hits
 
 
+def user_sample(dataset, max_users: int | None, seed: int):
+    """`dataset`, or a fixed random sample of `max_users` of its rows (in their order) when it has more."""
+    if max_users is None or len(dataset) <= max_users:
+        return dataset
+    if max_users < 1:
+        raise ValueError(f"max_users must be positive, got {max_users}.")
+    chosen = sorted(torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:max_users].tolist())
+    return dataset.select(chosen) if hasattr(dataset, "select") else [dataset[index] for index in chosen]
+
+
 @torch.no_grad()
 def evaluate_users(
     model: torch.nn.Module,
@@ -241,6 +251,7 @@ def evaluate_users(
     item_categories: torch.LongTensor | None = None,
     disliked_items: Mapping[str, Sequence[int]] | None = None,
     rerank: Callable[[torch.Tensor, Sequence[dict]], torch.Tensor] | None = None,
+    max_users: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.LongTensor, float]:
     """Rank every user of `dataset` (see the module docstring for the protocols) and return the per-user values
     behind [`evaluate_next_item`].
@@ -262,15 +273,18 @@ def evaluate_users(
             `disliked_count@10` and `disliked_users`.
         rerank: adjusts each batch's scores `[batch, vocab_size]` given its rows before ranking (see
             `hf_sasrec.reranking`).
+        max_users: evaluate a fixed random sample of this many users (drawn with `seed`, the same in every call)
+            instead of all of them, when the split has more.
 
     Returns:
-        `({metric: [num_users]}, targets [num_users], coverage@10)`: the values in the order of `dataset` (NaN
-        where a user has none, e.g. `disliked@10` for a user without a held-out dislike).
+        `({metric: [num_users]}, targets [num_users], coverage@10)`: the values in the order of `dataset` (or of the
+        sample; NaN where a user has none, e.g. `disliked@10` for a user without a held-out dislike).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; expected one of {PROTOCOLS}.")
     if len(dataset) == 0:
         raise ValueError("Cannot evaluate on an empty dataset.")
+    dataset = user_sample(dataset, max_users, seed)
     config = model.config
     vocab_size, num_special = config.vocab_size, config.num_special_tokens
     collator = NextItemCollator(
@@ -340,12 +354,13 @@ def evaluate_next_item(
     Args:
         model, dataset, protocol, options: those of [`evaluate_users`] (`k_values`, `exclude_history`,
             `num_sampled_negatives`, `batch_size`, `max_length`, `seed`, `item_counts`, `item_categories`,
-            `disliked_items`, `rerank`).
+            `disliked_items`, `rerank`, `max_users`).
         cold_items: token ids of items held out of training; adds the metrics of cold-target and warm-target users.
 
     Returns:
         `{"{protocol}/hr@K", "{protocol}/ndcg@K" for K in k_values, "{protocol}/mrr", "{protocol}/coverage@10",
-        "{protocol}/num_users"}`, the beyond-accuracy metrics whose inputs are given (with `disliked_users`),
+        "{protocol}/num_users"}` (with `max_users`, the users evaluated, and `"{protocol}/users_sampled_from"` the
+        split's), the beyond-accuracy metrics whose inputs are given (with `disliked_users`),
         `"..._ci95"` beside every mean over users, and with `cold_items` the same ranking metrics and `num_users`
         under `"{protocol}_cold/..."` and `"{protocol}_warm/..."` (only `num_users`, 0, for a group without users);
         coverage@10 is the share of the catalog that appears in at least one user's top 10 (of the catalog for
@@ -354,7 +369,9 @@ def evaluate_next_item(
     values, targets, coverage = evaluate_users(model, dataset, protocol=protocol, **options)
     metrics = summarize(values, protocol)
     metrics[f"{protocol}/coverage@{COVERAGE_K}"] = coverage
-    metrics[f"{protocol}/num_users"] = float(len(dataset))
+    metrics[f"{protocol}/num_users"] = float(len(targets))
+    if len(targets) < len(dataset):
+        metrics[f"{protocol}/users_sampled_from"] = float(len(dataset))
     if f"disliked@{COVERAGE_K}" in values:
         metrics[f"{protocol}/disliked_users"] = float((~values[f"disliked@{COVERAGE_K}"].isnan()).sum())
     if cold_items is not None:
@@ -372,7 +389,7 @@ def format_cell(values: dict[str, float], metric: str) -> str:
     if metric not in values:
         return ""
     half_width = values.get(metric + CI_SUFFIX, math.nan)
-    if metric.endswith("_users"):
+    if metric.endswith("_users") or metric == "users_sampled_from":
         return f"{values[metric]:.0f}"
     return f"{values[metric]:.4f}" + ("" if math.isnan(half_width) else f" ± {half_width:.4f}")
 

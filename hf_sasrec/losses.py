@@ -7,10 +7,10 @@ come from (the output layer), and ignores targets that are `-100` or a special t
 is the mean over the batch's targets, or, given `num_items_in_batch` (the targets of the whole optimizer step, which
 `Trainer` counts), their sum divided by it, as transformers' `fixed_cross_entropy` does.
 
-Items marked in `excluded_items` (`[vocab_size]` bool) are no candidates: the full and sampled softmax give them no
-probability and `"bce"` never draws them as negatives, so that training behaves as if they were not in the catalog
-yet (the cold-item protocol: items that arrive after training). In-batch negatives are other training targets and
-need no mask.
+Items marked in `excluded_items` (`[vocab_size]` bool) are no candidates: the full, sampled and mixed softmax give
+them no probability and `"bce"` never draws them as negatives, so that training behaves as if they were not in the
+catalog yet (the cold-item protocol: items that arrive after training). In-batch negatives are other training
+targets and need no mask.
 """
 
 import math
@@ -154,6 +154,40 @@ def sampled_softmax_loss(
     return fixed_cross_entropy(logits, torch.zeros_like(targets), num_items_in_batch)
 
 
+def mixed_negatives_loss(
+    hidden: torch.Tensor,
+    targets: torch.LongTensor,
+    item_weight: torch.Tensor,
+    num_special_tokens: int,
+    num_negatives: int,
+    logq_correction: bool,
+    temperature: float,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    excluded_items: torch.BoolTensor | None = None,
+) -> torch.Tensor:
+    """Mixed negative sampling (Yang et al., 2020): softmax over the batch's distinct targets (in-batch negatives,
+    drawn as often as items are popular) and `num_negatives` uniform draws shared by the batch (which reach the long
+    tail that batches rarely hold). Each target is the positive among them; a uniform draw equal to a row's target,
+    or one of `excluded_items`, is masked out. With `logq_correction`, each candidate's logit is lowered by the log of
+    its expected count in the sample: its count among the batch's targets for an in-batch candidate, `num_negatives /
+    num_items` for a uniform one, so that the loss estimates the full softmax."""
+    vocab_size = item_weight.shape[0]
+    in_batch, counts = targets.unique(return_counts=True)
+    uniform = sample_items((num_negatives,), num_special_tokens, vocab_size, "uniform", hidden.device)
+    candidates = torch.cat([in_batch, uniform])
+    logits = hidden @ item_weight[candidates].T
+    if logq_correction:
+        uniform_count = torch.full((num_negatives,), num_negatives / (vocab_size - num_special_tokens))
+        expected_count = torch.cat([counts.float(), uniform_count.to(counts.device)])
+        logits = logits - expected_count.log() * temperature
+    masked = torch.zeros(len(targets), len(in_batch), dtype=torch.bool, device=hidden.device)
+    masked = torch.cat([masked, uniform[None, :] == targets[:, None]], dim=1)
+    if excluded_items is not None:
+        masked = masked | excluded_items[candidates][None, :]
+    logits = logits.masked_fill(masked, float("-inf")).float() / temperature
+    return fixed_cross_entropy(logits, torch.searchsorted(in_batch, targets), num_items_in_batch)
+
+
 def binary_cross_entropy_loss(
     hidden_states: torch.Tensor,
     shift_labels: torch.LongTensor,
@@ -283,6 +317,18 @@ def next_item_loss(
             num_special,
             config.num_negatives,
             config.negative_sampler,
+            config.logq_correction,
+            config.temperature,
+            num_items_in_batch,
+            excluded_items,
+        )
+    if config.loss_type == "mixed_negatives":
+        return mixed_negatives_loss(
+            hidden,
+            targets,
+            item_weight,
+            num_special,
+            config.num_negatives,
             config.logq_correction,
             config.temperature,
             num_items_in_batch,

@@ -133,6 +133,7 @@ class NextItemTrainer(Trainer):
             exclude_history=self.args.exclude_history,
             num_sampled_negatives=self.args.num_sampled_negatives,
             batch_size=self.args.per_device_eval_batch_size,
+            max_users=self.args.eval_max_users,
             max_length=self.max_length,
             seed=self.args.seed,
         )

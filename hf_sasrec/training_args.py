@@ -108,6 +108,8 @@ class SFTTrainingArguments(TrainingArguments):
         test_protocols: protocols of the final evaluation of the valid and test splits.
         exclude_history: `full` protocol: drop the user's history items from the ranking.
         num_sampled_negatives: `sampled` protocol: negatives ranked with the target, per user.
+        eval_max_users: the evaluations during training rank a fixed random sample of this many users (the final
+            evaluation ranks all).
         early_stopping_patience: stop after this many evaluations without a better `metric_for_best_model`.
     """
 
@@ -131,6 +133,10 @@ class SFTTrainingArguments(TrainingArguments):
     )
     exclude_history: bool = field(default=True, metadata={"help": "full protocol: drop history items from rankings."})
     num_sampled_negatives: int = field(default=100, metadata={"help": "sampled protocol: negatives per user."})
+    eval_max_users: int | None = field(
+        default=None,
+        metadata={"help": "Validate during training on a fixed random sample of this many users (default: all)."},
+    )
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many evaluations without a better metric_for_best_model."}
     )

@@ -5,7 +5,7 @@ import torch
 from model_helpers import random_items, tiny_model
 
 from hf_sasrec.chunked_cross_entropy import ChunkedCrossEntropy
-from hf_sasrec.losses import full_softmax_loss
+from hf_sasrec.losses import full_softmax_loss, mixed_negatives_loss
 
 NUM_SPECIAL = 5
 
@@ -64,3 +64,23 @@ def test_a_model_with_chunks_trains_as_the_plain_one():
     torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="ce_chunk_size must be a positive integer or None, got 0"):
         tiny_model("sasrec", ce_chunk_size=0)
+
+
+def test_mixed_negatives_is_the_softmax_over_batch_targets_and_uniform_draws():
+    generator = torch.Generator().manual_seed(3)
+    hidden, weight = torch.randn(5, 4, generator=generator), torch.randn(NUM_SPECIAL + 30, 4, generator=generator)
+    targets = torch.tensor([7, 9, 7, 20, 9])
+    torch.manual_seed(0)
+    got = mixed_negatives_loss(hidden, targets, weight, NUM_SPECIAL, 6, True, 1.0)
+    torch.manual_seed(0)
+    uniform = torch.randint(NUM_SPECIAL, NUM_SPECIAL + 30, (6,))  # the draws the loss made
+    candidates = torch.cat([torch.tensor([7, 9, 20]), uniform])
+    correction = torch.cat([torch.tensor([2.0, 2.0, 1.0]).log(), torch.full((6,), 6 / 30).log()])
+    logits = hidden @ weight[candidates].T - correction
+    logits[torch.cat([torch.zeros(5, 3, dtype=torch.bool), uniform[None] == targets[:, None]], 1)] = float("-inf")
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 0, 2, 1]))
+    torch.testing.assert_close(got, expected)
+    model = tiny_model("sasrec", loss_type="mixed_negatives").train()
+    input_ids = random_items(3, 6)
+    model(input_ids=input_ids, labels=input_ids).loss.backward()
+    assert model.get_input_embeddings().weight.grad.abs().sum() > 0

@@ -141,3 +141,16 @@ def test_the_dislike_rate_penalty_is_the_smoothed_share_of_dislikes():
     adjusted = DislikeRatePenalty(counts, dislikes, weight=3.0)(torch.zeros(1, 8), [])
     # item 5: 1 dislike, 8 interactions -> 2 / 11; item 6: 2 and 1 -> 3 / 5; item 7: 1 and 0 -> 2 / 3
     torch.testing.assert_close(adjusted[0, 5:], -3.0 * torch.tensor([2 / 11, 3 / 5, 2 / 3]))
+
+
+def test_a_user_sample_is_fixed_stated_and_ranked_as_those_users_alone():
+    model = tiny_model("sasrec")
+    users = random_users(40, model.config.vocab_size, seed=5)
+    sampled = evaluate_next_item(model, users, max_users=15, seed=3)
+    again = evaluate_next_item(model, users, max_users=15, seed=3)
+    assert sampled == again
+    assert sampled["full/num_users"] == 15 and sampled["full/users_sampled_from"] == 40
+    chosen = sorted(torch.randperm(40, generator=torch.Generator().manual_seed(3))[:15].tolist())
+    alone = evaluate_next_item(model, [users[index] for index in chosen], seed=3)
+    assert alone["full/ndcg@10"] == sampled["full/ndcg@10"] and "full/users_sampled_from" not in alone
+    assert evaluate_next_item(model, users, max_users=100)["full/num_users"] == 40
