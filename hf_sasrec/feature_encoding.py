@@ -6,7 +6,9 @@ An item or a user is `{feature: value}` over the features of the config, with th
 tables: a categorical value (any scalar; one unseen in training is "unknown"), a multi-valued one (a list, or a
 string split on `|`), a number (standardised with the training mean and standard deviation), and, per modality table
 of the items, a vector of the table's width. A feature left out or empty is "missing", as in training. Semantic ids
-cannot be computed for a new item (its codes need the RQ-VAE): they are missing.
+are the new item's codes, one per level (`hf_sasrec.semantic_ids.encode_items` computes them with the RQ-VAE that
+made the training codes); its de-duplication code, which depends on the rest of the catalog, is missing unless
+given as one more value.
 """
 
 from collections.abc import Mapping, Sequence
@@ -70,7 +72,27 @@ def encode_feature(
                 raise ValueError(f"new item {key!r}: its {name!r} vector must be {spec['dim']} finite numbers.")
             table[row], present[row] = vector, True
         return {f"{name}.table": table, f"{name}.present": present}
-    return {f"{name}.codes": torch.full((len(keys), len(spec["level_sizes"])), -1, dtype=torch.long)}
+    return {f"{name}.codes": encode_codes(spec, cells, keys)}
+
+
+def encode_codes(spec: dict, cells: list, keys: list[str]) -> torch.LongTensor:
+    """`[num_new, levels]` semantic-id rows: each item's codes (one per level but the last, or all of them), the
+    levels not given missing (-1); a code outside its level is refused naming the item."""
+    sizes = spec["level_sizes"]
+    codes = torch.full((len(cells), len(sizes)), -1, dtype=torch.long)
+    for row, (key, cell) in enumerate(zip(keys, cells, strict=True)):
+        if cell is None or len(cell) == 0:
+            continue
+        values = [int(value) for value in cell]
+        if len(values) not in (len(sizes) - 1, len(sizes)) or any(
+            not 0 <= value < size for value, size in zip(values, sizes, strict=False)
+        ):
+            raise ValueError(
+                f"new item {key!r}: {spec['name']!r} must be {len(sizes) - 1} codes (or {len(sizes)} with the "
+                f"de-duplication code), each below its level's size {sizes}; got {values}."
+            )
+        codes[row, : len(values)] = torch.tensor(values)
+    return codes
 
 
 def check_feature_names(specs: list[dict], names: set[str], what: str) -> None:

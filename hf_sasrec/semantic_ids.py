@@ -342,6 +342,23 @@ def semantic_ids(model: RQVAEModel, table: EmbeddingTable) -> np.ndarray:
     return full
 
 
+def encode_items(folder: str | Path, vectors: np.ndarray) -> np.ndarray:
+    """The codes `[num_items, num_levels]` of new items by the RQ-VAE saved in `folder`: what
+    `Recommender.add_items` takes as a new item's `semantic_ids`. `vectors` `[num_items, input_size]` are the items'
+    rows of the same table as the training codes were made from (of the same tables concatenated in the same order,
+    each row-normalised as `--normalize`, which `codes.json` records, did). The de-duplication code is left out (it
+    depends on the catalog)."""
+    folder = Path(folder)
+    vectors = check_vectors(np.asarray(vectors, dtype=np.float32), folder)
+    model = RQVAEModel.from_pretrained(folder).eval()
+    if vectors.shape[1] != model.config.input_size:
+        raise PreprocessingError(
+            f"{folder}: its RQ-VAE reads vectors of {model.config.input_size} values, got {vectors.shape[1]}."
+        )
+    with torch.no_grad():
+        return model.get_codes(torch.from_numpy(vectors)).numpy()
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """The module docstring as written, and each option's default."""
 
@@ -442,6 +459,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "missing_code": MISSING_CODE,
                 "vocabulary_fingerprint": vocabulary.fingerprint if vocabulary else None,
                 "embeddings": report["embeddings"],
+                "normalize": args.normalize,
                 "codes": codes.tolist(),
             },
             indent=None,

@@ -275,7 +275,7 @@ def test_added_items_are_scored_from_their_content_and_retrieved(use_item_id, tm
     recommender = Recommender(model, build_item_tokenizer(ITEM_KEYS))
     vector = torch.randn(7, generator=torch.Generator().manual_seed(5))
     new_items = {
-        "new-film": {"genre": "comedy|crime", "brand": "acme", "price": 14.0},
+        "new-film": {"genre": "comedy|crime", "brand": "acme", "price": 14.0, "semantic_ids": [3, 1]},
         "new-short": {"genre": ["nonsense"], "price": None},  # an unknown genre, no brand, no price: never a crash
     }
     new_ids = recommender.add_items(new_items, embeddings={"text": {"new-film": vector.tolist()}})
@@ -285,6 +285,8 @@ def test_added_items_are_scored_from_their_content_and_retrieved(use_item_id, tm
     assert features.genre.ids[VOCAB_SIZE].tolist() == [4, 5, 0] and features.genre.ids[VOCAB_SIZE + 1, 0] == 2
     assert features.brand.ids[VOCAB_SIZE + 1] == 1 and features.price.value[VOCAB_SIZE] == 2.0
     assert torch.equal(features.text.table[VOCAB_SIZE], vector) and not features.text.present[VOCAB_SIZE + 1]
+    assert features.semantic_ids.codes[VOCAB_SIZE].tolist() == [3, 1, -1]  # no de-duplication code given
+    assert features.semantic_ids.codes[VOCAB_SIZE + 1].tolist() == [-1, -1, -1]
     # The new item's vector is its content alone (a zero id embedding), and the index holds it.
     content = sum(feature(torch.tensor([VOCAB_SIZE])) for feature in features.values())[0]
     torch.testing.assert_close(model.item_embeddings()[VOCAB_SIZE].detach(), content.detach())
@@ -329,6 +331,8 @@ def test_adding_items_is_refused_for_an_id_model_known_keys_and_unknown_features
         recommender.add_items({"x": {"colour": "red"}})
     with pytest.raises(ValueError, match="'text' vector must be 7 finite numbers"):
         recommender.add_items({"x": {}}, embeddings={"text": {"x": [1.0, 2.0]}})
+    with pytest.raises(ValueError, match=r"'semantic_ids' must be 2 codes .* size \[4, 4, 2\]; got \[4, 0\]"):
+        recommender.add_items({"x": {"semantic_ids": [4, 0]}})
     assert recommender.config.vocab_size == VOCAB_SIZE  # nothing was added by a refused call
     id_only = Recommender(tiny_model("sasrec"), build_item_tokenizer(ITEM_KEYS))
     with pytest.raises(ValueError, match="knows items by id only"):

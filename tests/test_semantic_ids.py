@@ -20,6 +20,7 @@ from hf_sasrec.modeling_rqvae import RQVAEModel, kmeans
 from hf_sasrec.semantic_ids import (
     collision_statistics,
     deduplicate,
+    encode_items,
     level_statistics,
     main,
     read_item_ids,
@@ -265,6 +266,10 @@ def test_cli_codes_a_table_keyed_by_item_ids(tmp_path):
     model = AutoModel.from_pretrained(output)
     expected = model.get_codes(torch.from_numpy(table[:58][::-1].copy()))
     assert torch.equal(present[:, :2], expected)
+    # A new item's codes come from the saved RQ-VAE alone, as the training codes did.
+    assert torch.equal(torch.from_numpy(encode_items(output, table[:58][::-1].copy())), expected)
+    with pytest.raises(ValueError, match="its RQ-VAE reads vectors of 12 values, got 3"):
+        encode_items(output, np.ones((2, 3)))
 
     described = json.loads((output / "codes.json").read_text())
     assert described["codes"] == codes.tolist() and described["num_levels"] == 2 and described["missing_code"] == -1
