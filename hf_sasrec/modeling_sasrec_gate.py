@@ -5,7 +5,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from .configuration_sasrec_gate import SASRecGateConfig
-from .modeling_sasrec import SASRecBlock, SASRecForCausalLM, SASRecModel, SASRecPreTrainedModel
+from .modeling_sasrec import SASRecBlock, SASRecDropout, SASRecForCausalLM, SASRecModel, SASRecPreTrainedModel
 
 
 class SASRecGateMLP(nn.Module):
@@ -18,7 +18,7 @@ class SASRecGateMLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, config.hidden_size, bias=False)
         self.act_fn = ACT2FN[config.hidden_act]
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = SASRecDropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         gated = self.act_fn(self.gate_proj(hidden_states)) * self.up_proj(hidden_states)
