@@ -1,7 +1,7 @@
 """Recommend the top-K next items for many users and write them to disk.
 
     python -m hf_sasrec.infer [--model outputs/sft/default] [--data DIR] [--split test] [--history-file F.jsonl]
-                              [--top-k 10] [--output DIR] [--index-type flat|hnsw|ivf]
+                              [--top-k 10] [--output DIR] [--index-type flat|hnsw|ivf|auto]
 
 Users come from a processed-data split (`--data`, default the `data_dir` of the run's `run_info.json`): each row's
 items are the user's history, so for `test` (history + held-out item) the recommendations follow everything known
@@ -230,6 +230,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=10, help="items a user (default: 10)")
     parser.add_argument("--output", default=None, help="default: outputs/infer/<model path below outputs/>")
     parser.add_argument("--index-type", choices=INDEX_TYPES, default="flat", help="default: flat (exact search)")
+    parser.add_argument(
+        "--target-recall", type=float, default=0.95, help="--index-type auto: recall@10 to reach (default 0.95)"
+    )
     parser.add_argument("--no-save-index", action="store_true", help="do not write the index into the model folder")
     parser.add_argument(
         "--new-items",
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     recommender = Recommender.from_pretrained(
         args.model,
-        index_config=RetrievalConfig(index_type=args.index_type),
+        index_config=RetrievalConfig(index_type=args.index_type, target_recall=args.target_recall),
         save_index=not args.no_save_index and Path(args.model).is_dir(),
         device=args.device,
         trust_remote_code=args.trust_remote_code,
@@ -283,6 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
         "users": len(records),
         "top_k": args.top_k,
         "index_type": recommender.index.config.index_type,
+        "index_tuned_recall": recommender.index.tuned_recall,
         "seconds": seconds,
         "users_per_second": len(records) / seconds if seconds else None,
         "popularity_fallbacks": sum(record["fallback"] == POPULARITY_FALLBACK for record in records),

@@ -11,6 +11,7 @@ weights, `InvalidIndexError` for a file changed, cut short or unreadable), and `
 index from the weights then.
 """
 
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -31,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 INDEX_FILE = "item_index.faiss"
 INDEX_METADATA_FILE = "item_index.json"
-INDEX_TYPES = ("flat", "hnsw", "ivf")
+INDEX_TYPES = ("flat", "hnsw", "ivf", "auto")
+RECALL_AT = 10
 METADATA_FIELDS = ("config", "fingerprint", "num_items", "num_special_tokens", "index_file")
 
 
@@ -49,12 +51,17 @@ class RetrievalConfig:
     """How to index the item embeddings.
 
     Args:
-        index_type: `"flat"` (exact inner product), `"hnsw"` (graph) or `"ivf"` (inverted lists over k-means cells).
+        index_type: `"flat"` (exact inner product), `"hnsw"` (graph), `"ivf"` (inverted lists over k-means cells) or
+            `"auto"`: exact up to `exact_max_items` items, else IVF with the fewest cells visited (`ivf_nprobe`,
+            doubled from 1) whose recall@10 against exact search reaches `target_recall` on tuning queries (see
+            [`auto_index`]); the index records the type and `ivf_nprobe` chosen and the recall measured.
         hnsw_m: neighbours per node of the HNSW graph.
         hnsw_ef_construction: candidate list size while building the HNSW graph.
         hnsw_ef_search: candidate list size while searching (raised to the number of results asked for).
         ivf_nlist: k-means cells of the IVF index; `None` gives `sqrt(num_items)`.
         ivf_nprobe: cells visited per query.
+        target_recall: `"auto"`: the recall@10 against exact search to reach.
+        exact_max_items: `"auto"`: catalogs up to this size get the exact index.
         use_gpu: move `"flat"` and `"ivf"` indexes to the GPU; `None` does so when faiss-gpu sees a GPU. Faiss has
             no GPU HNSW, so `"hnsw"` stays on the CPU.
     """
@@ -65,6 +72,8 @@ class RetrievalConfig:
     hnsw_ef_search: int = 128
     ivf_nlist: int | None = None
     ivf_nprobe: int = 32
+    target_recall: float = 0.95
+    exact_max_items: int = 100_000
     use_gpu: bool | None = None
 
     def __post_init__(self):
@@ -73,6 +82,8 @@ class RetrievalConfig:
         for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if not 0.0 < self.target_recall <= 1.0:
+            raise ValueError(f"target_recall must lie in (0, 1], got {self.target_recall}.")
         if self.ivf_nlist is not None and self.ivf_nlist < 1:
             raise ValueError(f"ivf_nlist must be a positive integer or None, got {self.ivf_nlist}.")
         if self.use_gpu and not gpu_available():
@@ -175,6 +186,51 @@ def new_faiss_index(rows: np.ndarray, config: RetrievalConfig) -> faiss.Index:
     return index
 
 
+def default_tuning_queries(rows: np.ndarray, count: int = 1000, seed: int = 0) -> np.ndarray:
+    """`count` stand-in user states: sums of two random item vectors (a user's state mixes the items it read)."""
+    rng = np.random.default_rng(seed)
+    pairs = rng.integers(0, len(rows), size=(count, 2))
+    return np.ascontiguousarray(rows[pairs[:, 0]] + rows[pairs[:, 1]])
+
+
+def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each query's exact top-k ids (`[queries, k]`) that `found` (`[queries, k]`) holds."""
+    return float(np.mean([len(set(row) & set(truth)) / len(truth) for row, truth in zip(found, exact, strict=True)]))
+
+
+def auto_index(
+    rows: np.ndarray, config: RetrievalConfig, queries: np.ndarray | None = None
+) -> tuple[faiss.Index, RetrievalConfig, float]:
+    """The index `"auto"` resolves to for `rows` `[num_items, hidden]` (filled), its config and its recall@10.
+
+    Up to `config.exact_max_items` items: exact (recall 1). Above: IVF over `nlist_for(num_items)` cells, `nprobe`
+    doubled from 1 until the recall@10 of the tuning `queries` `[count, hidden]` (default
+    [`default_tuning_queries`]; pass real user states when there are some) against exact search reaches
+    `config.target_recall` (all cells at most, which is exact).
+    """
+    if len(rows) <= config.exact_max_items:
+        index = faiss.IndexFlatIP(rows.shape[1])
+        index.add(rows)
+        return index, dataclasses.replace(config, index_type="flat"), 1.0
+    queries = default_tuning_queries(rows) if queries is None else np.ascontiguousarray(queries, dtype=np.float32)
+    exact = faiss.IndexFlatIP(rows.shape[1])
+    exact.add(rows)
+    _, truth = exact.search(queries, RECALL_AT)
+    ivf = dataclasses.replace(config, index_type="ivf")
+    index = new_faiss_index(rows, ivf)
+    index.add(rows)
+    nlist, nprobe = ivf.nlist_for(len(rows)), 1
+    while True:
+        _, found = index.search(queries, RECALL_AT, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        recall = recall_at(found, truth)
+        if recall >= config.target_recall or nprobe >= nlist:
+            break
+        nprobe = min(2 * nprobe, nlist)
+    index.nprobe = nprobe
+    logger.info("auto index: IVF of %d cells, nprobe %d, tuned recall@10 %.4f", nlist, nprobe, recall)
+    return index, dataclasses.replace(ivf, ivf_nprobe=nprobe), recall
+
+
 def to_device(index: faiss.Index, config: RetrievalConfig) -> faiss.Index:
     """Move a CPU index to GPU 0 when the config asks for it (or leaves it to availability) and Faiss can."""
     use_gpu = gpu_available() if config.use_gpu is None else config.use_gpu
@@ -209,22 +265,41 @@ class ItemIndex:
     Faiss row `i` is the item of token id `i + num_special_tokens`; searches return token ids.
     """
 
-    def __init__(self, index: faiss.Index, config: RetrievalConfig, num_special_tokens: int, fingerprint: str) -> None:
+    def __init__(
+        self,
+        index: faiss.Index,
+        config: RetrievalConfig,
+        num_special_tokens: int,
+        fingerprint: str,
+        requested: RetrievalConfig | None = None,
+        tuned_recall: float | None = None,
+    ) -> None:
         self.index = index
-        self.config = config
+        self.config = config  # what the index is; `requested` is what was asked for (an `"auto"` config)
+        self.requested = requested or config
+        self.tuned_recall = tuned_recall
         self.num_special_tokens = num_special_tokens
         self.fingerprint = fingerprint
 
     @classmethod
     def build(
-        cls, item_embeddings: torch.Tensor, num_special_tokens: int, config: RetrievalConfig | None = None
+        cls,
+        item_embeddings: torch.Tensor,
+        num_special_tokens: int,
+        config: RetrievalConfig | None = None,
+        tuning_queries: np.ndarray | None = None,
     ) -> "ItemIndex":
-        """Index the rows of `item_embeddings` (`[vocab, hidden]`, the output layer) from `num_special_tokens` on."""
-        config = config or RetrievalConfig()
+        """Index the rows of `item_embeddings` (`[vocab, hidden]`, the output layer) from `num_special_tokens` on;
+        an `"auto"` config is tuned on `tuning_queries` `[count, hidden]` (see [`auto_index`])."""
+        requested = config or RetrievalConfig()
         rows = item_rows(item_embeddings, num_special_tokens)
-        index = new_faiss_index(rows, config)
+        fingerprint = embedding_fingerprint(item_embeddings)
+        if requested.index_type == "auto":
+            index, config, recall = auto_index(rows, requested, tuning_queries)
+            return cls(to_device(index, config), config, num_special_tokens, fingerprint, requested, recall)
+        index = new_faiss_index(rows, requested)
         index.add(rows)
-        return cls(to_device(index, config), config, num_special_tokens, embedding_fingerprint(item_embeddings))
+        return cls(to_device(index, requested), requested, num_special_tokens, fingerprint)
 
     def add_items(self, item_embeddings: torch.Tensor) -> None:
         """Add the items of `item_embeddings` (`[vocab, hidden]`, the grown output layer) beyond those indexed, and
@@ -296,6 +371,8 @@ class ItemIndex:
             temporary.write_bytes(data)
         metadata = {
             "config": index_fields(self.config),
+            "requested": index_fields(self.requested),
+            "tuned_recall": self.tuned_recall,
             "fingerprint": self.fingerprint,
             "num_items": self.num_items,
             "num_special_tokens": self.num_special_tokens,
@@ -323,7 +400,7 @@ class ItemIndex:
         """
         directory = Path(directory)
         metadata = read_index_metadata(directory)
-        if config is not None and metadata["config"] != index_fields(config):
+        if config is not None and metadata.get("requested", metadata["config"]) != index_fields(config):
             raise InvalidIndexError(
                 f"The item index in {directory} is {metadata['config']}, not the {index_fields(config)} asked for."
             )
@@ -340,7 +417,15 @@ class ItemIndex:
             saved_config = RetrievalConfig(**metadata["config"], use_gpu=config.use_gpu if config else None)
         except (TypeError, ValueError) as error:
             raise InvalidIndexError(f"{directory / INDEX_METADATA_FILE} has an invalid config: {error}") from error
-        return cls(to_device(index, saved_config), saved_config, num_special_tokens, fingerprint)
+        requested = RetrievalConfig(**metadata.get("requested", metadata["config"]), use_gpu=saved_config.use_gpu)
+        return cls(
+            to_device(index, saved_config),
+            saved_config,
+            num_special_tokens,
+            fingerprint,
+            requested,
+            metadata.get("tuned_recall"),
+        )
 
 
 def index_exists(directory: str | Path) -> bool:
@@ -381,6 +466,7 @@ __all__ = [
     "ItemIndex",
     "RetrievalConfig",
     "StaleIndexError",
+    "auto_index",
     "embedding_fingerprint",
     "index_exists",
     "load_or_build_item_index",

@@ -244,3 +244,36 @@ def test_bad_arguments_raise_clear_errors(model_and_batch):
         index.search(torch.zeros(1, weights.shape[1]), k=VOCAB_SIZE)
     with pytest.raises(ValueError, match="exclude has 2 rows"):
         index.search(torch.zeros(1, weights.shape[1]), k=3, exclude=[[], []])
+
+
+def clustered_items(num_items: int, dim: int = 16, clusters: int = 40, seed: int = 0) -> torch.Tensor:
+    """Item vectors around `clusters` centres, with the special tokens' rows first."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(clusters, dim, generator=generator)
+    assignment = torch.randint(0, clusters, (num_items + NUM_SPECIAL,), generator=generator)
+    return centres[assignment] + 0.3 * torch.randn(num_items + NUM_SPECIAL, dim, generator=generator)
+
+
+@pytest.mark.parametrize("target", [0.8, 0.95])
+def test_the_auto_index_reaches_its_recall_target_on_held_out_queries(target, tmp_path):
+    embeddings = clustered_items(6000)
+    config = RetrievalConfig(index_type="auto", target_recall=target, exact_max_items=1000)
+    index = ItemIndex.build(embeddings, NUM_SPECIAL, config)
+    assert index.config.index_type == "ivf" and index.tuned_recall >= target
+    pairs = torch.randint(NUM_SPECIAL, 6005, (400, 2), generator=torch.Generator().manual_seed(9))
+    held_out = embeddings[pairs[:, 0]] + embeddings[pairs[:, 1]]  # not the tuning queries
+    _, exact = ItemIndex.build(embeddings, NUM_SPECIAL).search(held_out, 10)
+    _, found = index.search(held_out, 10)
+    assert recall_at_k(found, exact) >= target - 0.03
+    # Fewer cells visited for the lower target; the exact index below the size threshold.
+    if target == 0.8:
+        stricter = ItemIndex.build(embeddings, NUM_SPECIAL, RetrievalConfig(index_type="auto", exact_max_items=1000))
+        assert index.config.ivf_nprobe < stricter.config.ivf_nprobe
+    small = ItemIndex.build(embeddings[:505], NUM_SPECIAL, config)
+    assert small.config.index_type == "flat" and small.tuned_recall == 1.0
+    # Saved and asked for again, the tuned index is reused as it is.
+    index.save(tmp_path)
+    loaded = ItemIndex.load(tmp_path, embeddings, NUM_SPECIAL, config)
+    assert loaded.config == index.config and loaded.tuned_recall == index.tuned_recall
+    with pytest.raises(ValueError, match=r"target_recall must lie in \(0, 1\], got 1.5"):
+        RetrievalConfig(index_type="auto", target_recall=1.5)
