@@ -43,6 +43,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 import torch
 from accelerate.utils import send_to_device
 
+from data_preprocess.feature_schema import FIRST_VALUE_ID
+
 from .data_collator import USER_FEATURES, NextItemCollator, model_uses_timestamps
 
 PROTOCOLS = ("full", "sampled")
@@ -197,12 +199,13 @@ def popularity_percentiles(item_counts: torch.Tensor, num_special_tokens: int) -
 def list_diversity(top_items: torch.LongTensor, item_categories: torch.LongTensor) -> torch.Tensor:
     """Intra-list diversity `[batch]` of the lists `top_items` `[batch, k]`: the mean over pairs of recommended items
     of `1 - |A ∩ B| / |A ∪ B|` for their category sets; `item_categories` `[vocab_size, max_values]` holds each
-    item's category ids, padded with 0 (an item without categories shares nothing with any item)."""
+    item's category ids as the data step writes them: ids below `FIRST_VALUE_ID` (padding, missing, unknown) are no
+    category, so an item without a known category shares nothing with any item."""
     categories = item_categories[top_items]  # [batch, k, m]
     num_categories = int(item_categories.max()) + 1
     sets = torch.zeros(*top_items.shape, num_categories, dtype=torch.double)
     sets.scatter_(2, categories, 1.0)
-    sets[..., 0] = 0.0
+    sets[..., :FIRST_VALUE_ID] = 0.0
     shared = sets @ sets.transpose(1, 2)  # [batch, k, k]
     sizes = sets.sum(-1)
     union = sizes[:, :, None] + sizes[:, None, :] - shared

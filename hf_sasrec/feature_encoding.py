@@ -83,6 +83,8 @@ def encode_codes(spec: dict, cells: list, keys: list[str]) -> torch.LongTensor:
     for row, (key, cell) in enumerate(zip(keys, cells, strict=True)):
         if cell is None or len(cell) == 0:
             continue
+        if isinstance(cell, str) or not all(isinstance(value, int | np.integer) for value in cell):
+            raise ValueError(f"new item {key!r}: {spec['name']!r} must be a list of integer codes, got {cell!r}.")
         values = [int(value) for value in cell]
         if len(values) not in (len(sizes) - 1, len(sizes)) or any(
             not 0 <= value < size for value, size in zip(values, sizes, strict=False)

@@ -111,7 +111,11 @@ def full_softmax_loss(
     candidates = item_weight[num_special_tokens:]
     excluded = None if excluded_items is None else excluded_items[num_special_tokens:]
     if chunk_size is not None and chunk_size < len(candidates):
-        per_target = ChunkedCrossEntropy.apply(hidden, candidates, targets - num_special_tokens, chunk_size, excluded)
+        # float32 and outside autocast, so that the backward's recomputed scores are those of the forward
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            per_target = ChunkedCrossEntropy.apply(
+                hidden.float(), candidates.float(), targets - num_special_tokens, chunk_size, excluded
+            )
         return average_over_targets(per_target, num_items_in_batch)
     logits = hidden @ candidates.T
     if excluded is not None:
@@ -167,24 +171,27 @@ def mixed_negatives_loss(
 ) -> torch.Tensor:
     """Mixed negative sampling (Yang et al., 2020): softmax over the batch's distinct targets (in-batch negatives,
     drawn as often as items are popular) and `num_negatives` uniform draws shared by the batch (which reach the long
-    tail that batches rarely hold). Each target is the positive among them; a uniform draw equal to a row's target,
-    or one of `excluded_items`, is masked out. With `logq_correction`, each candidate's logit is lowered by the log of
-    its expected count in the sample: its count among the batch's targets for an in-batch candidate, `num_negatives /
-    num_items` for a uniform one, so that the loss estimates the full softmax."""
+    tail that batches rarely hold). Each target is the positive among them; a uniform draw that is already a
+    candidate (the batch's targets include every row's own), or one of `excluded_items`, is masked out. With
+    `logq_correction`, each candidate's logit is lowered by the log of its expected count under the mixed sampling
+    over the times it was drawn: for a target of the batch, (its count among the targets + `num_negatives /
+    num_items`) / that count, close to 1 for popular items; for a uniform draw, `num_negatives / num_items`; so that
+    the loss estimates the full softmax (tested against it on a Zipf batch)."""
     vocab_size = item_weight.shape[0]
     in_batch, counts = targets.unique(return_counts=True)
     uniform = sample_items((num_negatives,), num_special_tokens, vocab_size, "uniform", hidden.device)
     candidates = torch.cat([in_batch, uniform])
     logits = hidden @ item_weight[candidates].T
     if logq_correction:
-        uniform_count = torch.full((num_negatives,), num_negatives / (vocab_size - num_special_tokens))
-        expected_count = torch.cat([counts.float(), uniform_count.to(counts.device)])
-        logits = logits - expected_count.log() * temperature
-    masked = torch.zeros(len(targets), len(in_batch), dtype=torch.bool, device=hidden.device)
-    masked = torch.cat([masked, uniform[None, :] == targets[:, None]], dim=1)
+        uniform_count = num_negatives / (vocab_size - num_special_tokens)
+        drawn = torch.cat([counts.float(), torch.ones(num_negatives, device=counts.device)])
+        expected = torch.cat([counts.float(), torch.zeros(num_negatives, device=counts.device)]) + uniform_count
+        logits = logits - (expected / drawn).log() * temperature
+    duplicates = torch.isin(uniform, in_batch)
+    masked = torch.cat([torch.zeros(len(in_batch), dtype=torch.bool, device=hidden.device), duplicates])
     if excluded_items is not None:
-        masked = masked | excluded_items[candidates][None, :]
-    logits = logits.masked_fill(masked, float("-inf")).float() / temperature
+        masked = masked | excluded_items[candidates]
+    logits = logits.masked_fill(masked[None, :], float("-inf")).float() / temperature
     return fixed_cross_entropy(logits, torch.searchsorted(in_batch, targets), num_items_in_batch)
 
 
@@ -201,7 +208,7 @@ def binary_cross_entropy_loss(
 
     `hidden_states`, `shift_labels` (the targets of each position), `input_ids`: `[batch, length, ...]`. Negatives
     that fall on an item of the row (or on one of `excluded_items`) are drawn again a few times; the rare one left
-    after that is kept (the row holds a tiny share of the catalog).
+    after that is kept (the row holds a tiny share of the catalog), but an excluded one adds no loss.
     """
     mask = shift_labels >= num_special_tokens
     seen = torch.cat([input_ids, shift_labels.clamp(min=0)], dim=1)
@@ -218,9 +225,15 @@ def binary_cross_entropy_loss(
     hidden = hidden_states[mask]
     positive_logits = (hidden * item_weight[shift_labels[mask]]).sum(-1).float()
     negative_logits = (hidden * item_weight[negatives[mask]]).sum(-1).float()
-    per_target_loss = F.binary_cross_entropy_with_logits(
-        positive_logits, torch.ones_like(positive_logits), reduction="none"
-    ) + F.binary_cross_entropy_with_logits(negative_logits, torch.zeros_like(negative_logits), reduction="none")
+    negative_loss = F.binary_cross_entropy_with_logits(
+        negative_logits, torch.zeros_like(negative_logits), reduction="none"
+    )
+    if excluded_items is not None:  # an excluded item left after the redraws is no negative at all
+        negative_loss = negative_loss.masked_fill(excluded_items[negatives[mask]], 0.0)
+    per_target_loss = (
+        F.binary_cross_entropy_with_logits(positive_logits, torch.ones_like(positive_logits), reduction="none")
+        + negative_loss
+    )
     return average_over_targets(per_target_loss, num_items_in_batch)
 
 
@@ -249,6 +262,7 @@ def unlikelihood_loss(
     item_weight: torch.Tensor,
     num_special_tokens: int,
     num_items_in_batch: torch.Tensor | int | None = None,
+    excluded_items: torch.BoolTensor | None = None,
 ) -> torch.Tensor:
     """Unlikelihood of disliked items (Welleck et al., 2020): at each target position, the mean over the user's
     disliked items `d` of `-log(1 - p(d | history))`, `p` the full softmax over items whatever `loss_type` is (it costs
@@ -259,8 +273,12 @@ def unlikelihood_loss(
         disliked_ids: `[num_targets, num_disliked]`, the disliked items of each position's user, padded with ids below
             `num_special_tokens` (a user without one adds 0).
         item_weight: `[vocab_size, hidden]`.
+        excluded_items: `[vocab_size]` bool, items out of the softmax (see the module docstring).
     """
-    log_probs = (hidden @ item_weight[num_special_tokens:].T).float().log_softmax(-1)
+    logits = (hidden @ item_weight[num_special_tokens:].T).float()
+    if excluded_items is not None:
+        logits = logits.masked_fill(excluded_items[num_special_tokens:], float("-inf"))
+    log_probs = logits.log_softmax(-1)
     disliked = disliked_ids >= num_special_tokens
     chosen = log_probs.gather(1, (disliked_ids - num_special_tokens).clamp(min=0))
     per_item = -torch.log1p(-chosen.exp().clamp(max=1 - 1e-6)) * disliked

@@ -543,14 +543,15 @@ class SASRecForCausalLM(SASRecPreTrainedModel):
                 num_items_in_batch,
                 self.excluded_from_training,
             )
-            if disliked_ids is not None and self.config.unlikelihood_weight > 0:
-                has_target = targets >= self.config.num_special_tokens
+            has_target = targets >= self.config.num_special_tokens
+            if disliked_ids is not None and self.config.unlikelihood_weight > 0 and has_target.any():
                 loss = loss + self.config.unlikelihood_weight * unlikelihood_loss(
                     hidden_states[has_target],
                     disliked_ids[has_target.nonzero()[:, 0]],
                     item_vectors,
                     self.config.num_special_tokens,
                     num_items_in_batch,
+                    self.excluded_from_training,
                 )
         logits = F.linear(slice_logits_to_keep(hidden_states, logits_to_keep), item_vectors)
         return self.causal_lm_output(outputs, loss, logits, input_ids=input_ids, attention_mask=attention_mask)

@@ -26,7 +26,7 @@ class PopularityPenalty:
     """`score - weight * log(1 + count)`, `item_counts` `[vocab_size]` the training split's item counts."""
 
     def __init__(self, item_counts: torch.Tensor, weight: float):
-        self.penalty = weight * torch.log1p(torch.as_tensor(item_counts, dtype=torch.float))
+        self.penalty = weight * torch.log1p(torch.as_tensor(item_counts, dtype=torch.float).cpu())
 
     def __call__(self, scores: torch.Tensor, rows: Sequence[dict]) -> torch.Tensor:
         return scores - self.penalty[: scores.shape[1]]
@@ -53,7 +53,7 @@ class DislikeSimilarityPenalty:
     scores."""
 
     def __init__(self, item_vectors: torch.Tensor, dislikes: Mapping[str, Sequence[int]], weight: float):
-        self.vectors = F.normalize(item_vectors.detach().float(), dim=-1)
+        self.vectors = F.normalize(item_vectors.detach().float().cpu(), dim=-1)  # scores are ranked on the CPU
         self.dislikes = dislikes
         self.weight = weight
 

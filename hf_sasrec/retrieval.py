@@ -79,7 +79,7 @@ class RetrievalConfig:
     def __post_init__(self):
         if self.index_type not in INDEX_TYPES:
             raise ValueError(f"Unknown index_type {self.index_type!r}; expected one of {INDEX_TYPES}.")
-        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe"):
+        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe", "exact_max_items"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         if not 0.0 < self.target_recall <= 1.0:
@@ -213,9 +213,7 @@ def auto_index(
         index.add(rows)
         return index, dataclasses.replace(config, index_type="flat"), 1.0
     queries = default_tuning_queries(rows) if queries is None else np.ascontiguousarray(queries, dtype=np.float32)
-    exact = faiss.IndexFlatIP(rows.shape[1])
-    exact.add(rows)
-    _, truth = exact.search(queries, RECALL_AT)
+    _, truth = faiss.knn(queries, rows, RECALL_AT, metric=faiss.METRIC_INNER_PRODUCT)  # no second copy of rows
     ivf = dataclasses.replace(config, index_type="ivf")
     index = new_faiss_index(rows, ivf)
     index.add(rows)
@@ -415,9 +413,9 @@ class ItemIndex:
         index = parse_index(data, directory / INDEX_FILE, vocab - num_special_tokens, hidden)
         try:
             saved_config = RetrievalConfig(**metadata["config"], use_gpu=config.use_gpu if config else None)
+            requested = RetrievalConfig(**metadata.get("requested", metadata["config"]), use_gpu=saved_config.use_gpu)
         except (TypeError, ValueError) as error:
             raise InvalidIndexError(f"{directory / INDEX_METADATA_FILE} has an invalid config: {error}") from error
-        requested = RetrievalConfig(**metadata.get("requested", metadata["config"]), use_gpu=saved_config.use_gpu)
         return cls(
             to_device(index, saved_config),
             saved_config,

@@ -230,6 +230,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if feature_tables:
         model.model.item_encoder.load_tables(feature_tables)
     check_data_fits_model(model, splits, stats)
+    if (model_args.item_embeddings or model_args.freeze_item_embeddings) and model.get_input_embeddings() is None:
+        raise ValueError("item_embeddings and freeze_item_embeddings act on item id embeddings; use_item_id is false.")
+    if model_args.item_embeddings:
+        load_item_embeddings(model, model_args.item_embeddings)
+    if model_args.freeze_item_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     cold_items = cold_item_ids(data_args.data_dir)
     if cold_items:
         model.exclude_from_training(cold_items)
@@ -238,12 +244,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "(trained as if they arrived after training); evaluation ranks every item.",
             len(cold_items),
         )
-    if (model_args.item_embeddings or model_args.freeze_item_embeddings) and model.get_input_embeddings() is None:
-        raise ValueError("item_embeddings and freeze_item_embeddings act on item id embeddings; use_item_id is false.")
-    if model_args.item_embeddings:
-        load_item_embeddings(model, model_args.item_embeddings)
-    if model_args.freeze_item_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
     train, valid, test = (drop_short_rows(splits[name], name) for name in SPLITS)
     if user_specs:
         attached = attach_user_features(model, dict(zip(SPLITS, (train, valid, test), strict=True)), values_by_user)

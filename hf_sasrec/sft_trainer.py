@@ -138,7 +138,8 @@ class NextItemTrainer(Trainer):
             seed=self.args.seed,
         )
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in scores.items()}
-        metrics.update(speed_metrics(metric_key_prefix, start, num_samples=len(dataset)))
+        evaluated = int(scores[f"{self.args.eval_protocol}/num_users"])
+        metrics.update(speed_metrics(metric_key_prefix, start, num_samples=evaluated))
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         self._memory_tracker.stop_and_update_metrics(metrics)

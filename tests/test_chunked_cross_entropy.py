@@ -75,12 +75,31 @@ def test_mixed_negatives_is_the_softmax_over_batch_targets_and_uniform_draws():
     torch.manual_seed(0)
     uniform = torch.randint(NUM_SPECIAL, NUM_SPECIAL + 30, (6,))  # the draws the loss made
     candidates = torch.cat([torch.tensor([7, 9, 20]), uniform])
-    correction = torch.cat([torch.tensor([2.0, 2.0, 1.0]).log(), torch.full((6,), 6 / 30).log()])
-    logits = hidden @ weight[candidates].T - correction
-    logits[torch.cat([torch.zeros(5, 3, dtype=torch.bool), uniform[None] == targets[:, None]], 1)] = float("-inf")
+    # expected count under the mixed sampling (count among the targets + 6 uniform draws over 30 items) over the
+    # times drawn (that count for a target, 1 for a uniform draw)
+    counts = torch.tensor([2.0, 2.0, 1.0])
+    correction = torch.cat([(counts + 6 / 30) / counts, torch.full((6,), 6 / 30)])
+    logits = hidden @ weight[candidates].T - correction.log()
+    duplicate = torch.isin(uniform, torch.tensor([7, 9, 20]))
+    logits[:, 3:][:, duplicate] = float("-inf")
     expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 0, 2, 1]))
     torch.testing.assert_close(got, expected)
     model = tiny_model("sasrec", loss_type="mixed_negatives").train()
     input_ids = random_items(3, 6)
     model(input_ids=input_ids, labels=input_ids).loss.backward()
     assert model.get_input_embeddings().weight.grad.abs().sum() > 0
+
+
+def test_mixed_negatives_estimates_the_full_softmax():
+    generator = torch.Generator().manual_seed(4)
+    num_items, hidden_size = 3000, 8
+    weight = torch.randn(NUM_SPECIAL + num_items, hidden_size, generator=generator)
+    hidden = 0.4 * torch.randn(256, hidden_size, generator=generator)  # scores of a few units, as trained models give
+    popularity = 1.0 / torch.arange(1, num_items + 1).float()  # Zipf targets, as real batches are
+    targets = torch.multinomial(popularity, 256, replacement=True, generator=generator) + NUM_SPECIAL
+    full = full_softmax_loss(hidden, targets, weight, NUM_SPECIAL).item()
+    estimates = []
+    for seed in range(10):
+        torch.manual_seed(seed)
+        estimates.append(mixed_negatives_loss(hidden, targets, weight, NUM_SPECIAL, 256, True, 1.0).item())
+    assert sum(estimates) / len(estimates) == pytest.approx(full, abs=0.1)

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from data_preprocess import prepare
 from hf_sasrec import sft
-from hf_sasrec.losses import full_softmax_loss, next_item_loss
+from hf_sasrec.losses import full_softmax_loss, next_item_loss, unlikelihood_loss
 from hf_sasrec.processed_data import cold_item_ids
 
 NUM_SPECIAL = 5
@@ -40,7 +40,7 @@ def loss_and_gradient(loss_type: str, item_weight: torch.Tensor, excluded: torch
     return loss.detach(), item_weight.grad
 
 
-@pytest.mark.parametrize("loss_type", ["ce", "sampled_softmax", "bce"])
+@pytest.mark.parametrize("loss_type", ["ce", "sampled_softmax", "bce", "mixed_negatives"])
 def test_excluded_items_neither_change_the_loss_nor_get_a_gradient(loss_type):
     weight = torch.randn(VOCAB_SIZE, 16, generator=torch.Generator().manual_seed(1))
     changed = weight.clone()
@@ -122,3 +122,26 @@ def test_a_cold_item_run_trains_without_the_held_out_items(tmp_path, caplog):
         input_ids = torch.randint(NUM_SPECIAL, model.config.vocab_size, (2, 5), generator=torch.Generator())
         logits = model(input_ids=input_ids).logits[:, -1]
     assert (logits[:, cold] == 0).all()
+
+
+def test_bce_adds_no_loss_for_an_excluded_negative_left_after_the_redraws():
+    excluded = torch.ones(VOCAB_SIZE, dtype=torch.bool)
+    excluded[[5, 6]] = False  # nearly every draw is excluded, so some stay excluded after every redraw
+    hidden_states = torch.randn(3, 4, 16, generator=torch.Generator().manual_seed(0))
+    shift_labels = torch.tensor([[5, 6, 5, -100]] * 3)
+    weight = torch.randn(VOCAB_SIZE, 16, requires_grad=True)
+    torch.manual_seed(0)
+    config = tiny_config("sasrec", loss_type="bce")
+    next_item_loss(
+        hidden_states, shift_labels, weight, config, shift_labels.clamp(min=5), excluded_items=excluded
+    ).backward()
+    assert weight.grad[excluded].abs().sum() == 0
+
+
+def test_the_unlikelihood_term_gives_excluded_items_no_gradient():
+    generator = torch.Generator().manual_seed(1)
+    hidden, weight = torch.randn(4, 16, generator=generator), torch.randn(VOCAB_SIZE, 16, generator=generator)
+    weight.requires_grad_(True)
+    disliked = torch.tensor([[8, 9]] * 4)
+    unlikelihood_loss(hidden, disliked, weight, NUM_SPECIAL, excluded_items=excluded_mask()).backward()
+    assert weight.grad[EXCLUDED].abs().sum() == 0 and weight.grad[[8, 9]].abs().sum() > 0

@@ -24,7 +24,7 @@ NUM_SPECIAL = 5
 def test_the_interval_is_the_normal_approximation_over_users():
     mean, half_width = mean_with_interval(torch.tensor([1.0, 0.0, 0.0, 1.0, math.nan]))
     # mean 0.5; sample standard deviation sqrt(4 * 0.25 / 3); the NaN user has no value
-    assert mean == 0.5
+    assert mean == pytest.approx(0.5)
     assert half_width == pytest.approx(1.959964 * math.sqrt(1 / 3) / math.sqrt(4), rel=1e-6)
     assert math.isnan(mean_with_interval(torch.tensor([0.3]))[1])
 
@@ -62,8 +62,8 @@ def test_disliked_at_10_counts_held_out_dislikes_in_each_top_10():
         ScoreTable(ranked_scores(rankings, vocab_size)), users, exclude_history=False, disliked_items=disliked
     )
     assert metrics["full/disliked_users"] == 2
-    assert metrics["full/disliked@10"] == 0.5
-    assert metrics["full/disliked_count@10"] == 1.0  # (2 + 0) / 2
+    assert metrics["full/disliked@10"] == pytest.approx(0.5)
+    assert metrics["full/disliked_count@10"] == pytest.approx(1.0)  # (2 + 0) / 2
     assert metrics["full/disliked@10_ci95"] == pytest.approx(1.959964 * math.sqrt(0.5) / math.sqrt(2), rel=1e-6)
 
 
@@ -78,7 +78,8 @@ def test_popularity_percentiles_rank_items_and_share_ties():
 
 
 def test_diversity_is_one_minus_the_mean_pairwise_jaccard_of_categories():
-    categories = torch.tensor([[0, 0], [1, 2], [1, 0], [3, 0], [0, 0]])  # item 4 has no category
+    # ids from 3 on are categories; 1 (missing) and 2 (unknown) are none: items 0 and 4 have no category
+    categories = torch.tensor([[1, 0], [3, 4], [3, 0], [5, 0], [2, 0]])
     lists = torch.tensor([[1, 2, 3], [1, 1, 1], [3, 4, 4]])
     # list 0: J(1,2) = 1/2, J(1,3) = 0, J(2,3) = 0 -> 1 - 1/6; list 1: identical items -> 0;
     # list 2: J(3,4) = 0 twice, J(4,4) = 0 (no category shared) -> 1
@@ -91,7 +92,7 @@ def test_novelty_and_diversity_are_reported_with_their_intervals_and_tabled():
     users = [{"user_id": str(user), "item_ids": [39, 38]} for user in range(2)]
     counts = torch.arange(vocab_size, dtype=torch.float)  # a higher id is more popular
     categories = torch.zeros(vocab_size, 1, dtype=torch.long)
-    categories[5:15, 0] = 1  # the first list shares one category, the second has none
+    categories[5:15, 0] = 3  # the first list shares one category, the second has none
     metrics = evaluate_next_item(
         ScoreTable(ranked_scores(rankings, vocab_size)),
         users,
@@ -132,7 +133,7 @@ def test_a_reranker_changes_what_the_evaluation_ranks():
     plain = evaluate_next_item(ScoreTable(table), users, exclude_history=False)
     demote = PopularityPenalty(torch.zeros(vocab_size).index_fill(0, torch.arange(5, 15), 1e6), 1.0)
     reranked = evaluate_next_item(ScoreTable(table), users, exclude_history=False, rerank=demote)
-    assert plain["full/hr@10"] == 0.0 and reranked["full/ndcg@1"] == 1.0  # the target, 20, rises to the top
+    assert plain["full/hr@10"] == pytest.approx(0.0) and reranked["full/ndcg@1"] == pytest.approx(1.0)  # 20 rises
 
 
 def test_the_dislike_rate_penalty_is_the_smoothed_share_of_dislikes():
@@ -148,9 +149,9 @@ def test_a_user_sample_is_fixed_stated_and_ranked_as_those_users_alone():
     users = random_users(40, model.config.vocab_size, seed=5)
     sampled = evaluate_next_item(model, users, max_users=15, seed=3)
     again = evaluate_next_item(model, users, max_users=15, seed=3)
-    assert sampled == again
+    assert sampled == pytest.approx(again)  # the same sample of users each time
     assert sampled["full/num_users"] == 15 and sampled["full/users_sampled_from"] == 40
     chosen = sorted(torch.randperm(40, generator=torch.Generator().manual_seed(3))[:15].tolist())
     alone = evaluate_next_item(model, [users[index] for index in chosen], seed=3)
-    assert alone["full/ndcg@10"] == sampled["full/ndcg@10"] and "full/users_sampled_from" not in alone
+    assert alone["full/ndcg@10"] == pytest.approx(sampled["full/ndcg@10"]) and "full/users_sampled_from" not in alone
     assert evaluate_next_item(model, users, max_users=100)["full/num_users"] == 40

@@ -25,7 +25,7 @@ def test_unlikelihood_is_minus_log_one_minus_the_probability_averaged_over_disli
     got = unlikelihood_loss(hidden, disliked, weight, NUM_SPECIAL)
     assert got.item() == pytest.approx((first + second) / 2, rel=1e-5)
     nothing = unlikelihood_loss(hidden, torch.zeros(2, 0, dtype=torch.long), weight, NUM_SPECIAL)
-    assert nothing.item() == 0.0
+    assert nothing.item() == pytest.approx(0.0)
 
 
 def disliked_log_prob(model, input_ids, item: int) -> float:
