@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_recipe.py --datasets beauty ml-100k --arms old recommended --seeds 0 1
     python benchmarks/bench_recipe.py --summarize
+    python benchmarks/bench_recipe.py --datasets beauty --seeds 0 --paired old recommended   # paired test change
 
 An arm is a config file and the options given after it (`ARMS`); `{old}` stands for the data set's own config of
 today (`OLD_CONFIGS`). Every run is `python -m hf_sasrec.sft --config ... --data_dir data/{dataset} --seed S` in a
@@ -73,7 +74,7 @@ ARMS: dict[str, tuple[str, list[str]]] = {
         *("--num_negatives", "256", "--negative_sampler", "uniform"),
     ),
 }
-NUMBERS = ["full/ndcg@10", "full/hr@10", "full/mrr", "sampled/ndcg@10", "sampled/hr@10"]
+NUMBERS = ["full/ndcg@10", "full/hr@10", "full/mrr", "sampled/ndcg@10", "sampled/hr@10", "full/ndcg@10_ci95"]
 
 
 def run_arm(dataset: str, arm: str, seed: int, extra: list[str]) -> dict:
@@ -106,6 +107,21 @@ def run_arm(dataset: str, arm: str, seed: int, extra: list[str]) -> dict:
     }
 
 
+def user_interval(record: dict) -> float | None:
+    """The half-width of the 95% interval over users of a run's test full NDCG@10: from its record, or, for a run
+    recorded before intervals existed, from its run folder's `metrics.json` or `evaluation_test.json` (`python -m
+    hf_sasrec.evaluate RUN --output RUN/evaluation_test.json`, the saved model ranked again) when one holds it."""
+    if record.get("full/ndcg@10_ci95") is not None:
+        return record["full/ndcg@10_ci95"]
+    folder = ROOT / "outputs" / "recipe" / record["dataset"] / f"{record['arm']}-seed{record['seed']}"
+    for name in ("metrics.json", "evaluation_test.json"):
+        if (folder / name).exists():
+            value = json.loads((folder / name).read_text()).get("test_full/ndcg@10_ci95")
+            if value is not None:
+                return value
+    return None
+
+
 def mean_std(values: list[float]) -> str:
     """`mean ± std` (sample std; 0 for one value) with four decimals."""
     mean = sum(values) / len(values)
@@ -126,18 +142,23 @@ def summarize(records: list[dict]) -> str:
         "run). Test split, leave-one-out; `full`: ranking over all items, history excluded; `sampled`: the target "
         "against 100 random unseen items (SASRec paper). Mean ± std over the seeds listed. Runs were selected on "
         "validation only (early stopping and best checkpoint); `valid` is the validation metric each run was "
-        "selected on (its own protocol). Arms: `benchmarks/bench_recipe.py` `ARMS`.",
+        "selected on (its own protocol). `± 95% CI over users`: the mean over the seeds of each run's interval "
+        "half-width over its test users (normal approximation; – for runs made before intervals were recorded). "
+        "Arms: `benchmarks/bench_recipe.py` `ARMS`.",
     ]
     for dataset in sorted({key[0] for key in latest}):
         lines += ["", f"## {dataset}", ""]
         lines += [
-            "| arm | seeds | full NDCG@10 | full HR@10 | full MRR | sampled NDCG@10 | valid | epochs (best) | "
-            "train s |"
+            "| arm | seeds | full NDCG@10 | ± 95% CI over users | full HR@10 | full MRR | sampled NDCG@10 | valid | "
+            "epochs (best) | train s |"
         ]
-        lines += ["| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for arm in [name for name in ARMS if (dataset, name) in {(d, a) for d, a, _ in latest}]:
             runs = [latest[key] for key in sorted(latest) if key[:2] == (dataset, arm)]
             cells = [mean_std([run[name] for run in runs]) for name in ["full/ndcg@10", "full/hr@10", "full/mrr"]]
+            intervals = [user_interval(run) for run in runs]
+            known = [value for value in intervals if value is not None]
+            cells.insert(1, f"{sum(known) / len(known):.4f}" if known else "–")
             cells.append(mean_std([run["sampled/ndcg@10"] for run in runs]))
             cells.append(mean_std([run["valid_selected_on"] for run in runs]))
             epochs = ", ".join(f"{run['epochs']:g} ({run['best_epoch']:g})" for run in runs)
@@ -152,6 +173,29 @@ def write_summary(results: Path) -> None:
     (RESULTS / "recipe.md").write_text(summarize(records))
 
 
+def paired_comparison(dataset: str, first: str, second: str, seed: int) -> dict:
+    """`second - first` on the test split of `dataset` for the saved models of both arms' runs of `seed`: each test
+    metric's paired difference over users with its 95% interval (`hf_sasrec.evaluation.paired_difference`)."""
+    from transformers import AutoModelForCausalLM
+
+    from hf_sasrec.evaluation import evaluate_users, paired_difference
+    from hf_sasrec.processed_data import drop_short_rows, load_processed_data
+
+    splits, _, _ = load_processed_data(str(ROOT / "data" / dataset))
+    test = drop_short_rows(splits["test"], "test")
+    values = {}
+    for arm in (first, second):
+        run_dir = ROOT / "outputs" / "recipe" / dataset / f"{arm}-seed{seed}"
+        model = AutoModelForCausalLM.from_pretrained(run_dir).eval()
+        max_length = json.loads((run_dir / "run_info.json").read_text())["max_length"]  # as the run evaluated
+        values[arm] = evaluate_users(model, test, k_values=(10,), max_length=max_length)[0]
+    record = {"dataset": dataset, "seed": seed, "first": first, "second": second}
+    for name in ("ndcg@10", "hr@10", "mrr"):
+        change, half_width = paired_difference(values[second][name], values[first][name])
+        record[name] = {"change": change, "ci95": half_width, "first": values[first][name].mean().item()}
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", choices=sorted(OLD_CONFIGS), default=["ml-100k"])
@@ -159,8 +203,22 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="options added to every run")
     parser.add_argument("--summarize", action="store_true", help="only write recipe.md from recipe.jsonl")
+    parser.add_argument(
+        "--paired",
+        nargs=2,
+        metavar=("ARM_A", "ARM_B"),
+        help="only compare two arms' saved models on the test split of --datasets, seed by seed (paired.jsonl)",
+    )
     args = parser.parse_args()
     results = RESULTS / "recipe.jsonl"
+    if args.paired:
+        for dataset in args.datasets:
+            for seed in args.seeds:
+                record = paired_comparison(dataset, *args.paired, seed)
+                with (RESULTS / "recipe_paired.jsonl").open("a") as file:
+                    file.write(json.dumps(record) + "\n")
+                print(json.dumps(record), flush=True)
+        return
     if not args.summarize:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         for dataset in args.datasets:
