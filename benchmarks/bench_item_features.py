@@ -55,7 +55,7 @@ from transformers.modeling_outputs import CausalLMOutput
 import hf_sasrec
 from hf_sasrec.data_collator import NextItemCollator
 from hf_sasrec.evaluation import evaluate_next_item
-from hf_sasrec.processed_data import cold_item_ids, drop_short_rows, load_processed_data
+from hf_sasrec.processed_data import cold_item_ids, drop_short_rows, item_counts, load_processed_data
 
 logger = logging.getLogger("bench_item_features")
 RESULTS = Path(__file__).parent / "results"
@@ -218,12 +218,6 @@ class PopularityScorer(torch.nn.Module):
             raise ValueError("PopularityScorer: the histories must be left-padded (the last position holds an item)")
         positions = logits_to_keep or input_ids.shape[1]
         return CausalLMOutput(logits=self.counts.expand(len(input_ids), positions, -1))
-
-
-def item_counts(train: Dataset, vocab_size: int) -> torch.Tensor:
-    """`[vocab_size]`: how often each token id occurs in the `item_ids` of the rows of `train`."""
-    items = torch.tensor([item for row in train["item_ids"] for item in row], dtype=torch.long)
-    return torch.bincount(items, minlength=vocab_size)
 
 
 def chance(test: Dataset, cold_items: list[int], num_items: int, k: int = 10) -> dict[str, float]:

@@ -77,9 +77,9 @@ def item_counts(train: Dataset, vocab_size: int) -> torch.Tensor:
     return torch.from_numpy(counts[:vocab_size])
 
 
-def item_categories(data_dir: str | Path) -> tuple[str, torch.LongTensor] | None:
-    """The first multi-valued item feature of `data_dir/features/` (MovieLens' genres): its name and its category
-    ids `[vocab_size, max_values]` (0-padded); `None` without one."""
+def item_categories(data_dir: str | Path) -> torch.LongTensor | None:
+    """The category ids `[vocab_size, max_values]` (0-padded) of the first multi-valued item feature of
+    `data_dir/features/` (MovieLens' genres); `None` without one."""
     folder = Path(data_dir) / FEATURES_FOLDER
     if not (folder / "schema.json").is_file():
         return None
@@ -87,8 +87,8 @@ def item_categories(data_dir: str | Path) -> tuple[str, torch.LongTensor] | None
     multi = [(name, spec) for name, spec in items.get("features", {}).items() if spec["kind"] == "multi"]
     if not multi:
         return None
-    name, spec = multi[0]
-    return name, load_file(folder / items["file"])[spec["tensors"]["ids"]].long()
+    _, spec = multi[0]
+    return load_file(folder / items["file"])[spec["tensors"]["ids"]].long()
 
 
 def beyond_accuracy_inputs(data_dir: str | Path, split_name: str, train: Dataset, vocab_size: int) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def beyond_accuracy_inputs(data_dir: str | Path, split_name: str, train: Dataset
         inputs["disliked_items"] = dislikes
     categories = item_categories(data_dir)
     if categories is not None:
-        inputs["item_categories"] = categories[1]
+        inputs["item_categories"] = categories
     return inputs
 
 

@@ -22,29 +22,34 @@ import torch
 import torch.nn.functional as F
 
 
-class PopularityPenalty:
-    """`score - weight * log(1 + count)`, `item_counts` `[vocab_size]` the training split's item counts."""
+class ItemPenalty:
+    """`score - penalty[item]`: one penalty per token id, `[vocab_size]`, the same for every user (kept on the CPU,
+    where evaluation ranks the scores)."""
 
-    def __init__(self, item_counts: torch.Tensor, weight: float):
-        self.penalty = weight * torch.log1p(torch.as_tensor(item_counts, dtype=torch.float).cpu())
+    def __init__(self, penalty: torch.Tensor):
+        self.penalty = penalty.float().cpu()
 
     def __call__(self, scores: torch.Tensor, rows: Sequence[dict]) -> torch.Tensor:
         return scores - self.penalty[: scores.shape[1]]
 
 
-class DislikeRatePenalty:
+class PopularityPenalty(ItemPenalty):
+    """`score - weight * log(1 + count)`, `item_counts` `[vocab_size]` the training split's item counts."""
+
+    def __init__(self, item_counts: torch.Tensor, weight: float):
+        super().__init__(weight * torch.log1p(torch.as_tensor(item_counts, dtype=torch.float)))
+
+
+class DislikeRatePenalty(ItemPenalty):
     """`score - weight * (d + 1) / (d + n + 2)`, `dislikes` (user id -> token ids) giving each item's dislike count
     `d` and `item_counts` `[vocab_size]` its training interactions `n`."""
 
     def __init__(self, item_counts: torch.Tensor, dislikes: Mapping[str, Sequence[int]], weight: float):
-        counts = torch.as_tensor(item_counts, dtype=torch.float)
+        counts = torch.as_tensor(item_counts, dtype=torch.float).cpu()
         disliked = torch.zeros_like(counts)
         for items in dislikes.values():
             disliked.index_add_(0, torch.as_tensor(list(items), dtype=torch.long), torch.ones(len(items)))
-        self.penalty = weight * (disliked + 1) / (disliked + counts + 2)
-
-    def __call__(self, scores: torch.Tensor, rows: Sequence[dict]) -> torch.Tensor:
-        return scores - self.penalty[: scores.shape[1]]
+        super().__init__(weight * (disliked + 1) / (disliked + counts + 2))
 
 
 class DislikeSimilarityPenalty:
@@ -67,4 +72,4 @@ class DislikeSimilarityPenalty:
         return adjusted
 
 
-__all__ = ["DislikeRatePenalty", "DislikeSimilarityPenalty", "PopularityPenalty"]
+__all__ = ["DislikeRatePenalty", "DislikeSimilarityPenalty", "ItemPenalty", "PopularityPenalty"]

@@ -277,9 +277,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         describe_best(metrics),
         metrics["model_step"],
     )
+    extras = {  # read once per split, not once per protocol
+        name: beyond_accuracy_inputs(data_args.data_dir, name, splits["train"], model.config.vocab_size)
+        for name in ("valid", "test")
+    }
     for protocol in training_args.test_protocols:
         for split_name, split in (("valid", valid), ("test", test)):
-            extras = beyond_accuracy_inputs(data_args.data_dir, split_name, splits["train"], model.config.vocab_size)
             scores = evaluate_next_item(
                 trainer.accelerator.unwrap_model(trainer.model),
                 split,
@@ -290,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 max_length=data_args.max_length,
                 seed=training_args.seed,
                 cold_items=cold_items,
-                **extras,
+                **extras[split_name],
             )
             metrics.update({f"{split_name}_{name}": value for name, value in scores.items()})
     if trainer.is_world_process_zero():
