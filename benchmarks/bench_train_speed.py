@@ -12,14 +12,22 @@ evaluation benchmark scores the test split with `evaluate_next_item` (full ranki
 `--reference` also times the training step of `ReferenceSASRec` (`benchmarks/reference_sasrec.py`): a
 re-implementation of the reference PyTorch SASRec's model (pmixer/SASRec.pytorch), BCE on one sampled negative a
 position, on the same random batches (padded to their longest row).
+
+`--trainer-epochs N` also times whole `Trainer` epochs, data loading and collation included: `python -m
+hf_sasrec.sft` with `train_configs/sft/games_paper.yaml` (sasrec, bce) for N epochs without evaluation or saving, on
+random and on length-bucketed batches; its record is the trainer's `train_runtime` over N. `--before DIR` runs the
+same jobs from another checkout of the project (e.g. `git worktree add /tmp/before <commit>`), so that code before
+and after a change is timed in one run.
 Results are appended to `benchmarks/results/train_speed.jsonl`.
 """
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +40,7 @@ import hf_sasrec
 from hf_sasrec.data_collator import NextItemCollator, model_uses_timestamps
 from hf_sasrec.evaluation import evaluate_next_item
 from hf_sasrec.length_bucket_sampler import LengthBucketSampler
+from hf_sasrec.sft_trainer import NO_POSITIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "train_speed.jsonl"
@@ -45,6 +54,7 @@ PAPER = {
     "attention_dropout": 0.5,
 }
 BATCH, MAX_LENGTH, WARMUP = 128, 50, 5
+SAMPLINGS = ("random", "group_by_length")
 
 
 def training_batches(data_dir: str, steps: int, with_timestamps: bool, sampling: str = "random") -> list[dict]:
@@ -83,7 +93,7 @@ def bench_variant(data_dir: str, model_type: str, loss_type: str, steps: int, sa
 
     def step(batch: dict) -> None:
         optimizer.zero_grad()
-        model(**batch, logits_to_keep=1).loss.backward()
+        model(**batch, logits_to_keep=NO_POSITIONS).loss.backward()  # as NextItemTrainer trains
         optimizer.step()
 
     return {
@@ -135,12 +145,39 @@ def bench_evaluation(data_dir: str) -> dict:
     }
 
 
+def bench_trainer_epochs(data_dir: str, epochs: int, sampling: str, checkout: Path) -> dict:
+    """Whole Trainer epochs of sasrec (bce, the paper's Games configuration) run from `checkout`: seconds an epoch."""
+    with tempfile.TemporaryDirectory() as output_dir:
+        command = [sys.executable, "-m", "hf_sasrec.sft", "--config", "train_configs/sft/games_paper.yaml"]
+        command += ["--data_dir", str(Path(data_dir).resolve()), "--output_dir", output_dir, "--overwrite_output_dir"]
+        command += ["--train_sampling_strategy", sampling, "--num_train_epochs", str(epochs), "--eval_strategy", "no"]
+        command += ["--save_strategy", "no", "--load_best_model_at_end", "false", "--early_stopping_patience", "0"]
+        command += ["--test_protocols", "sampled", "--report_to", "none", "--disable_tqdm", "true"]
+        environment = {**os.environ, "PYTHONPATH": str(checkout)}
+        subprocess.run(command, cwd=checkout, env=environment, check=True, capture_output=True)
+        metrics = json.loads((Path(output_dir) / "metrics.json").read_text())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True)
+    return {
+        "model_type": "sasrec",
+        "loss_type": "bce",
+        "sampling": sampling,
+        "trainer_epochs": epochs,
+        "trainer_s_per_epoch": metrics["train_runtime"] / epochs,
+        "train_loss": metrics["train_loss"],
+        "checkout": str(checkout),
+        "commit": commit.stdout.strip(),
+    }
+
+
 def child(args: argparse.Namespace) -> None:
     """Run one measurement in this process and print its record with the peak RSS."""
     if args.what == "reference":
         record = bench_reference(args.data, args.steps)
     elif args.what == "evaluation":
         record = bench_evaluation(args.data)
+    elif args.what.startswith("trainer:"):
+        _, sampling, checkout = args.what.split(":", 2)
+        record = bench_trainer_epochs(args.data, args.trainer_epochs, sampling, Path(checkout))
     else:
         model_type, loss_type = args.what.split(":")
         record = bench_variant(args.data, model_type, loss_type, args.steps, args.sampling)
@@ -156,13 +193,19 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(hf_sasrec.VARIANTS))
     parser.add_argument(
         "--sampling",
-        choices=["random", "group_by_length"],
+        choices=SAMPLINGS,
         default="random",
         help="batches of the variants: random rows (as the reference) or length-bucketed (LengthBucketSampler)",
     )
     parser.add_argument("--reference", action="store_true", help="also time the reference re-implementation")
     parser.add_argument("--skip-evaluation", action="store_true", help="only the training throughput")
     parser.add_argument("--repeats", type=int, default=1, help="measure the list this many times, interleaved")
+    parser.add_argument("--trainer-epochs", type=int, default=0, help="also time this many whole Trainer epochs")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout (e.g. a git worktree of an older commit) whose jobs run as well",
+    )
     parser.add_argument("--what", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.what:
@@ -171,17 +214,25 @@ def main() -> None:
         sys.exit(
             f"{args.data} is absent: prepare it with python -m data_preprocess (train_configs/sft/games_paper.yaml)."
         )
-    jobs = [f"{variant}:{loss}" for loss in args.losses for variant in args.variants]
-    jobs = (jobs + ["reference"] * args.reference) * args.repeats + ["evaluation"] * (not args.skip_evaluation)
-    for job in jobs:
-        command = [sys.executable, __file__, "--data", args.data, "--steps", str(args.steps), "--what", job]
-        command += ["--sampling", args.sampling]
-        result = subprocess.run(command, capture_output=True, text=True)
+    checkouts = [ROOT] + ([args.before.resolve()] if args.before else [])
+    jobs = [f"{variant}:{loss}" for loss in args.losses for variant in args.variants] + ["reference"] * args.reference
+    jobs = [(job, checkout) for job in jobs for checkout in checkouts]  # before and after side by side
+    if args.trainer_epochs:  # run by this script, from either checkout
+        jobs += [(f"trainer:{sampling}:{checkout}", ROOT) for sampling in SAMPLINGS for checkout in checkouts]
+    evaluations = [("evaluation", checkout) for checkout in checkouts] * (not args.skip_evaluation)
+    for job, checkout in jobs * args.repeats + evaluations:
+        script = checkout / "benchmarks" / Path(__file__).name
+        command = [sys.executable, str(script), "--data", str(Path(args.data).resolve()), "--steps", str(args.steps)]
+        command += ["--what", job, "--sampling", args.sampling]
+        command += ["--trainer-epochs", str(args.trainer_epochs)] if job.startswith("trainer:") else []
+        environment = {**os.environ, "PYTHONPATH": str(checkout)}
+        result = subprocess.run(command, capture_output=True, text=True, cwd=checkout, env=environment)
         if result.returncode != 0:
             record = {"job": job, "error": result.stderr.strip().splitlines()[-1]}
         else:
             record = json.loads(result.stdout.strip().splitlines()[-1])
         record.update({"data": args.data, "steps": args.steps, "batch": BATCH, "command": " ".join(command[1:])})
+        record.setdefault("checkout", str(checkout))
         with RESULTS.open("a") as file:
             file.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)

@@ -10,6 +10,7 @@ last real item at the last position, so `logits_to_keep=1` gives next-item score
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import torch
 
@@ -20,12 +21,16 @@ DISLIKED_IDS = "disliked_ids"
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_value: int) -> torch.LongTensor:
-    """Stack sequences into `[batch, longest]`, padding on the left with `pad_value`."""
-    length = max(len(sequence) for sequence in sequences)
+    """Stack sequences into `[batch, longest]`, padding on the left with `pad_value`.
+
+    One masked assignment of all the items: in row-major order, the positions at or after each row's padding take
+    the concatenated sequences in order (a copy a row costs more than the whole batch at these lengths).
+    """
+    lengths = torch.tensor([len(sequence) for sequence in sequences], dtype=torch.long)
+    length = int(lengths.max())
     padded = torch.full((len(sequences), length), pad_value, dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        if len(sequence):
-            padded[row, length - len(sequence) :] = torch.as_tensor(sequence, dtype=torch.long)
+    real = torch.arange(length) >= (length - lengths).unsqueeze(1)
+    padded[real] = torch.tensor(list(chain.from_iterable(sequences)), dtype=torch.long)
     return padded
 
 
@@ -89,6 +94,11 @@ class NextItemCollator:
         if USER_FEATURES in rows[0]:
             batch[USER_FEATURES] = stack_user_features([row[USER_FEATURES] for row in rows])
         return batch
+
+    @property
+    def columns(self) -> list[str]:
+        """The data columns this collator reads (those of them a split lacks are not needed)."""
+        return ["item_ids", "user_id", USER_FEATURES, DISLIKED_IDS] + (["timestamps"] if self.with_timestamps else [])
 
     def inputs_of(self, sequence: Sequence) -> Sequence:
         """The input window of a row's sequence: all but its last element, cut to the last `max_length`."""

@@ -39,6 +39,7 @@ at most one `[batch_size, vocab_size]` score matrix exists at a time.
 
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
+from itertools import chain
 
 import torch
 from accelerate.utils import send_to_device
@@ -67,9 +68,10 @@ def rows_of(dataset, start: int, stop: int) -> list[dict]:
 
 def interaction_mask(rows: Sequence[dict], vocab_size: int) -> torch.BoolTensor:
     """`[batch, vocab_size]`, True at every item of a row (history and target)."""
+    lengths = torch.tensor([len(row["item_ids"]) for row in rows], dtype=torch.long)
+    items = torch.tensor(list(chain.from_iterable(row["item_ids"] for row in rows)), dtype=torch.long)
     mask = torch.zeros(len(rows), vocab_size, dtype=torch.bool)
-    for index, row in enumerate(rows):
-        mask[index, torch.as_tensor(row["item_ids"], dtype=torch.long)] = True
+    mask[torch.arange(len(rows)).repeat_interleave(lengths), items] = True
     return mask
 
 

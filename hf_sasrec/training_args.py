@@ -118,7 +118,9 @@ class SFTTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Replace the run in output_dir (a non-empty output_dir is refused otherwise)."},
     )
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Rows are batched by NextItemCollator."})
+    remove_unused_columns: bool = field(
+        default=True, metadata={"help": "Drop the data columns that NextItemCollator does not read (its `columns`)."}
+    )
     eval_strategy: IntervalStrategy | str = field(
         default="epoch", metadata={"help": "When to evaluate on the valid split."}
     )
