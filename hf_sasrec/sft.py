@@ -54,6 +54,7 @@ from .processed_data import (
 from .run_info import RunInfo
 from .sequence_windows import sliding_windows
 from .sft_trainer import LoggingEarlyStoppingCallback, NextItemTrainer, best_evaluation, describe_best
+from .streaming import LengthBucketedStream, stream_split, trainable_rows
 from .training_args import DataArguments, ModelArguments, SFTTrainingArguments, parse_sft_args
 
 logger = logging.getLogger("hf_sasrec.sft")
@@ -171,6 +172,40 @@ def check_data_fits_model(model: PreTrainedModel, splits: DatasetDict, stats: di
         )
 
 
+def streamed_train_split(
+    data_args: DataArguments,
+    training_args: SFTTrainingArguments,
+    rows: int,
+    user_specs: list,
+    unlikelihood_weight: float,
+) -> LengthBucketedStream:
+    """The train split (`rows` rows with at least two items) as a [`LengthBucketedStream`] (`--streaming true`).
+    `ValueError` for what a stream cannot carry: user features, dislikes (`unlikelihood_weight`) and sliding windows
+    join or expand rows of the whole split."""
+    unsupported = [
+        name
+        for name, used in (
+            ("user_features", bool(user_specs)),
+            ("unlikelihood_weight", unlikelihood_weight > 0),
+            ("sliding_window", data_args.sliding_window),
+        )
+        if used
+    ]
+    if unsupported:
+        raise ValueError(f"streaming does not support {unsupported}: train without --streaming.")
+    batch_size = training_args.train_batch_size * training_args.gradient_accumulation_steps
+    logger.info("Streaming %d training rows from %s/train.", rows, data_args.data_dir)
+    return LengthBucketedStream(
+        stream_split(data_args.data_dir, "train"),
+        rows,
+        batch_size * training_args.world_size,
+        data_args.max_length,
+        buffer_batches=data_args.stream_buffer_batches,
+        seed=training_args.seed,
+        bucketed=training_args.train_sampling_strategy == "group_by_length",
+    )
+
+
 def write_run_folder(
     output_dir: str,
     tokenizer: PreTrainedTokenizerBase,
@@ -245,6 +280,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             len(cold_items),
         )
     train, valid, test = (drop_short_rows(splits[name], name) for name in SPLITS)
+    if data_args.streaming:
+        rows = trainable_rows(splits["train"])
+        train = streamed_train_split(data_args, training_args, rows, user_specs, model.config.unlikelihood_weight)
     if user_specs:
         attached = attach_user_features(model, dict(zip(SPLITS, (train, valid, test), strict=True)), values_by_user)
         train, valid, test = (attached[name] for name in SPLITS)

@@ -83,6 +83,17 @@ class DataArguments:
     sliding_window: bool = field(
         default=False, metadata={"help": "Train on every max_length window of long sequences, not only the last."}
     )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream the train split from its Arrow shards (hf_sasrec.streaming): rows shuffled in a bounded "
+            "buffer and length-bucketed within windows of stream_buffer_batches batches (group_by_length), never the "
+            "whole split in memory."
+        },
+    )
+    stream_buffer_batches: int = field(
+        default=50, metadata={"help": "streaming: batches a shuffle and bucketing window holds."}
+    )
     data_rules: bool = field(
         default=False,
         metadata={
