@@ -56,6 +56,7 @@ import hf_sasrec
 from hf_sasrec.data_collator import NextItemCollator
 from hf_sasrec.evaluation import evaluate_next_item
 from hf_sasrec.processed_data import cold_item_ids, drop_short_rows, item_counts, load_processed_data
+from hf_sasrec.sft_trainer import NO_POSITIONS
 
 logger = logging.getLogger("bench_item_features")
 RESULTS = Path(__file__).parent / "results"
@@ -307,7 +308,7 @@ def time_training_steps(model: torch.nn.Module, batch: dict[str, torch.Tensor], 
         if step == warmup:
             start = time.perf_counter()
         optimizer.zero_grad()
-        model(**batch, logits_to_keep=1).loss.backward()
+        model(**batch, logits_to_keep=NO_POSITIONS).loss.backward()
         optimizer.step()
     return (time.perf_counter() - start) / steps
 

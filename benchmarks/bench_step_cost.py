@@ -35,6 +35,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 import hf_sasrec
 from hf_sasrec.data_collator import model_uses_timestamps
+from hf_sasrec.sft_trainer import NO_POSITIONS
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -80,18 +81,19 @@ def step_cost(variant: str, loss_type: str, batches: list[dict], vocab_size: int
     config = AutoConfig.for_model(variant, vocab_size=vocab_size, loss_type=loss_type, **PAPER)
     model = AutoModelForCausalLM.from_config(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-    model(**batches[0], logits_to_keep=1).loss.backward()  # a first step outside the counts (lazy initialisations)
+    # A first step outside the counts (lazy initialisations); steps build no logits, as NextItemTrainer's.
+    model(**batches[0], logits_to_keep=NO_POSITIONS).loss.backward()
     optimizer.step()
     optimizer.zero_grad()
     operators, total_flops, flops_by_operator = OperatorCounter(), 0, Counter()
     for batch in batches:
         with FlopCounterMode(display=False) as flops:  # counts anew each time it is entered
-            model(**batch, logits_to_keep=1).loss.backward()
+            model(**batch, logits_to_keep=NO_POSITIONS).loss.backward()
         total_flops += flops.get_total_flops()
         flops_by_operator.update({str(name): int(count) for name, count in flops.get_flop_counts()["Global"].items()})
         optimizer.zero_grad()
         with operators:
-            model(**batch, logits_to_keep=1).loss.backward()
+            model(**batch, logits_to_keep=NO_POSITIONS).loss.backward()
             optimizer.step()
         optimizer.zero_grad()
     targets = sum(int((batch["shift_labels"] >= config.num_special_tokens).sum()) for batch in batches)
@@ -113,7 +115,7 @@ def profile_table(variant: str, loss_type: str, batches: list[dict], vocab_size:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
         for batch in batches:
-            model(**batch, logits_to_keep=1).loss.backward()
+            model(**batch, logits_to_keep=NO_POSITIONS).loss.backward()
             optimizer.step()
             optimizer.zero_grad()
     return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)

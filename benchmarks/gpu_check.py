@@ -48,6 +48,7 @@ from transformers.utils import is_flash_attn_2_available
 import hf_sasrec
 from data_preprocess.atomic_files import atomic_write_text
 from hf_sasrec.data_collator import NextItemCollator, model_uses_timestamps
+from hf_sasrec.sft_trainer import NO_POSITIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 GAMES = ROOT.parent / "shared" / "data" / "amazon-games" / "Video.txt"
@@ -423,7 +424,7 @@ def train_run(
 
     def step(batch: dict[str, torch.Tensor]) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = model(**batch, logits_to_keep=1).loss
+            loss = model(**batch, logits_to_keep=NO_POSITIONS).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
