@@ -54,7 +54,7 @@ from .processed_data import (
 from .run_info import RunInfo
 from .sequence_windows import sliding_windows
 from .sft_trainer import LoggingEarlyStoppingCallback, NextItemTrainer, best_evaluation, describe_best
-from .streaming import LengthBucketedStream, stream_split, trainable_rows
+from .streaming import LengthBucketedStream, stream_split, trainable_counts
 from .training_args import DataArguments, ModelArguments, SFTTrainingArguments, parse_sft_args
 
 logger = logging.getLogger("hf_sasrec.sft")
@@ -175,11 +175,12 @@ def check_data_fits_model(model: PreTrainedModel, splits: DatasetDict, stats: di
 def streamed_train_split(
     data_args: DataArguments,
     training_args: SFTTrainingArguments,
-    rows: int,
+    counts: tuple[int, int],
     user_specs: list,
     unlikelihood_weight: float,
 ) -> LengthBucketedStream:
-    """The train split (`rows` rows with at least two items) as a [`LengthBucketedStream`] (`--streaming true`).
+    """The train split (`counts`: its rows with at least two items and their targets, `trainable_counts`) as a
+    [`LengthBucketedStream`] (`--streaming true`).
     `ValueError` for what a stream cannot carry: user features, dislikes (`unlikelihood_weight`) and sliding windows
     join or expand rows of the whole split."""
     unsupported = [
@@ -194,10 +195,10 @@ def streamed_train_split(
     if unsupported:
         raise ValueError(f"streaming does not support {unsupported}: train without --streaming.")
     batch_size = training_args.train_batch_size * training_args.gradient_accumulation_steps
-    logger.info("Streaming %d training rows from %s/train.", rows, data_args.data_dir)
+    logger.info("Streaming %d training rows from %s/train.", counts[0], data_args.data_dir)
     return LengthBucketedStream(
         stream_split(data_args.data_dir, "train"),
-        rows,
+        *counts,
         batch_size * training_args.world_size,
         data_args.max_length,
         buffer_batches=data_args.stream_buffer_batches,
@@ -281,8 +282,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     train, valid, test = (drop_short_rows(splits[name], name) for name in SPLITS)
     if data_args.streaming:
-        rows = trainable_rows(splits["train"])
-        train = streamed_train_split(data_args, training_args, rows, user_specs, model.config.unlikelihood_weight)
+        counts = trainable_counts(splits["train"], data_args.max_length)
+        train = streamed_train_split(data_args, training_args, counts, user_specs, model.config.unlikelihood_weight)
     if user_specs:
         attached = attach_user_features(model, dict(zip(SPLITS, (train, valid, test), strict=True)), values_by_user)
         train, valid, test = (attached[name] for name in SPLITS)

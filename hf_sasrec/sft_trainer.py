@@ -1,6 +1,7 @@
 """`transformers.Trainer` for next-item training, evaluated with the ranking metrics of `hf_sasrec.evaluation`."""
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from transformers.trainer_utils import speed_metrics
 from .data_collator import NextItemCollator
 from .evaluation import evaluate_next_item
 from .length_bucket_sampler import LengthBucketSampler
+from .streaming import LengthBucketedStream
 from .training_args import SFTTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -110,6 +112,10 @@ class NextItemTrainer(Trainer):
             )
         if not isinstance(self.data_collator, NextItemCollator):
             raise TypeError(f"NextItemTrainer needs a NextItemCollator, got {type(self.data_collator).__name__}.")
+        self.step_targets: float | None = None  # set for length-bucketed training (`set_step_targets`)
+        stream = self.train_dataset
+        if isinstance(stream, LengthBucketedStream) and stream.bucketed:
+            self.set_step_targets(stream.num_targets, stream.num_rows)
 
     @property
     def max_length(self) -> int:
@@ -128,13 +134,26 @@ class NextItemTrainer(Trainer):
             return super()._get_train_sampler(train_dataset)
         lengths = pc.list_value_length(dataset.with_format("arrow")["item_ids"]).to_numpy()
         lengths = np.minimum(lengths - 1, self.max_length)
+        self.set_step_targets(int(lengths.sum()), len(lengths))
         batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
         return LengthBucketSampler(lengths, batch_size, seed=self.args.seed)
+
+    def set_step_targets(self, epoch_targets: int, epoch_rows: int) -> None:
+        """Normalise the loss of every step by the targets of an average step (`step_targets`): the epoch's targets
+        over its optimizer steps. Length-bucketed steps hold from one to fifty targets a row: divided by its own
+        count, a step of short histories would weigh as much as a step of long ones, and each target in it up to
+        `max_length` times more; divided by the average count, every target of the epoch weighs the same, as in
+        random batches (whose counts vary little)."""
+        rows_per_step = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        self.step_targets = epoch_targets / math.ceil(epoch_rows / rows_per_step)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Trainer's forward would build `[batch, length, vocab]` logits that nothing reads: the loss comes from the
         # hidden states.
         logits_to_keep = 1 if return_outputs else NO_POSITIONS
+        if num_items_in_batch is not None and self.step_targets is not None:
+            device = num_items_in_batch.device if torch.is_tensor(num_items_in_batch) else None
+            num_items_in_batch = torch.tensor(self.step_targets, device=device)
         return super().compute_loss(
             model, {**inputs, "logits_to_keep": logits_to_keep}, return_outputs, num_items_in_batch
         )

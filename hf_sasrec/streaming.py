@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 import torch
 from datasets import Dataset, IterableDataset, load_dataset
@@ -21,10 +22,12 @@ from datasets import Dataset, IterableDataset, load_dataset
 logger = logging.getLogger(__name__)
 
 
-def trainable_rows(split: Dataset) -> int:
-    """Rows of a (memory-mapped) split with at least two items, counted from the Arrow list offsets only."""
-    lengths = pc.list_value_length(split.with_format("arrow")["item_ids"])
-    return int(pc.sum(pc.greater_equal(lengths, 2)).as_py() or 0)
+def trainable_counts(split: Dataset, max_length: int) -> tuple[int, int]:
+    """The rows of a (memory-mapped) split with at least two items and their training targets (`min(len - 1,
+    max_length)` a row), counted from the Arrow list offsets only."""
+    lengths = pc.list_value_length(split.with_format("arrow")["item_ids"]).to_numpy()
+    trainable = lengths[lengths >= 2]
+    return len(trainable), int(np.minimum(trainable - 1, max_length).sum())
 
 
 def stream_split(data_dir: str | Path, split: str = "train") -> IterableDataset:
@@ -45,8 +48,10 @@ class LengthBucketedStream(torch.utils.data.IterableDataset):
 
     Args:
         rows: the stream (`stream_split`); rows with fewer than two items are skipped and counted in the log.
-        num_rows: the rows of the stream with at least two items (`trainable_rows`): the length `Trainer` counts
+        num_rows: the rows of the stream with at least two items (`trainable_counts`): the length `Trainer` counts
             an epoch's steps by.
+        num_targets: their training targets (`trainable_counts`), which `NextItemTrainer` normalises bucketed
+            steps by.
         batch_size: rows per batch (per process times gradient-accumulation steps, as `LengthBucketSampler`'s).
         max_length: history items the model reads; the length a row is sorted by is its window, `min(len - 1,
             max_length)`.
@@ -59,6 +64,7 @@ class LengthBucketedStream(torch.utils.data.IterableDataset):
         self,
         rows: IterableDataset,
         num_rows: int,
+        num_targets: int,
         batch_size: int,
         max_length: int,
         buffer_batches: int = 50,
@@ -69,6 +75,7 @@ class LengthBucketedStream(torch.utils.data.IterableDataset):
             raise ValueError(f"batch_size and buffer_batches must be at least 1, got {batch_size}, {buffer_batches}.")
         self.rows = rows
         self.num_rows = num_rows
+        self.num_targets = num_targets
         self.batch_size = batch_size
         self.max_length = max_length
         self.window_rows = batch_size * buffer_batches

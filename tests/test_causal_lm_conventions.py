@@ -180,3 +180,36 @@ def test_left_padding_changes_neither_targets_nor_loss():
         padded = left_pad(input_ids, 3)
         padded_loss = model(input_ids=padded, labels=padded).loss
     torch.testing.assert_close(padded_loss, plain, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("sampling", ["random", "group_by_length"])
+def test_bucketed_steps_are_divided_by_the_targets_of_an_average_step(tmp_path, sampling):
+    """Length-bucketed steps hold very different target counts: each is divided by the epoch's targets over its steps,
+    so that every target weighs the same; random batches keep Trainer's own count of the step."""
+    train = DatasetDict.load_from_disk(str(write_tiny_dataset(tmp_path / "data", num_users=60)))["train"]
+    model = tiny_model("sasrec", vocab_size=NUM_SPECIAL + 30, max_position_embeddings=8)
+    args = SFTTrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        per_device_train_batch_size=8,
+        train_sampling_strategy=sampling,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        report_to="none",
+        use_cpu=True,
+    )
+    collator = NextItemCollator(5)
+    trainer = NextItemTrainer(model=model, args=args, train_dataset=train, data_collator=collator)
+    trainer.get_train_dataloader()
+    batch = collator([train[index] for index in range(8)])
+    count = int(batch["shift_labels"].ne(-100).sum())
+    summed = model(**batch, num_items_in_batch=1).loss
+    loss = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(count))
+    if sampling == "random":
+        assert trainer.step_targets is None
+        torch.testing.assert_close(loss, summed / count)
+    else:
+        targets = sum(min(len(row["item_ids"]) - 1, 5) for row in train)
+        assert trainer.step_targets == pytest.approx(targets / 8)  # 60 rows, 8 a step: 8 steps
+        assert trainer.step_targets != count
+        torch.testing.assert_close(loss, summed / trainer.step_targets)

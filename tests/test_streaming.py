@@ -11,7 +11,7 @@ from datasets import Dataset, DatasetDict
 from sft_helpers import tiny_run_arguments, write_tiny_dataset
 
 from hf_sasrec import sft
-from hf_sasrec.streaming import LengthBucketedStream, stream_split, trainable_rows
+from hf_sasrec.streaming import LengthBucketedStream, stream_split, trainable_counts
 
 
 def sharded_split(tmp_path, num_shards: int = 3):
@@ -31,8 +31,11 @@ def key(row: dict) -> tuple:
 def test_a_streamed_epoch_yields_every_trainable_row_once(tmp_path, caplog, bucketed):
     rows, folder = sharded_split(tmp_path)
     trainable = [row for row in rows if len(row["item_ids"]) >= 2]
-    assert trainable_rows(rows) == len(trainable) == len(rows) - 2
-    stream = LengthBucketedStream(stream_split(folder), len(trainable), 8, 5, buffer_batches=3, bucketed=bucketed)
+    targets = sum(min(len(row["item_ids"]) - 1, 5) for row in trainable)
+    assert trainable_counts(rows, 5) == (len(trainable), targets) and len(trainable) == len(rows) - 2
+    stream = LengthBucketedStream(
+        stream_split(folder), len(trainable), targets, 8, 5, buffer_batches=3, bucketed=bucketed
+    )
     with caplog.at_level(logging.WARNING, logger="hf_sasrec.streaming"):
         streamed = list(stream)
     assert Counter(map(key, streamed)) == Counter(map(key, trainable))
@@ -45,10 +48,10 @@ def test_bucketed_batches_are_contiguous_length_ranges_of_each_window(tmp_path):
     """Within a window of 3 batches of 8, the batches the DataLoader cuts hold non-overlapping ranges of window
     lengths; across the epoch, padding is far below that of the shuffled batches."""
     rows, folder = sharded_split(tmp_path)
-    num_rows = trainable_rows(rows)
+    counts = trainable_counts(rows, 12)
 
     def batches(bucketed: bool) -> list[list[int]]:
-        stream = LengthBucketedStream(stream_split(folder), num_rows, 8, 12, buffer_batches=3, bucketed=bucketed)
+        stream = LengthBucketedStream(stream_split(folder), *counts, 8, 12, buffer_batches=3, bucketed=bucketed)
         lengths = [min(len(row["item_ids"]) - 1, 12) for row in stream]
         return [lengths[start : start + 8] for start in range(0, len(lengths), 8)]
 
@@ -67,7 +70,9 @@ def test_the_order_is_a_function_of_seed_and_epoch(tmp_path):
     rows, folder = sharded_split(tmp_path)
 
     def order(seed: int, epoch: int) -> list[tuple]:
-        stream = LengthBucketedStream(stream_split(folder), trainable_rows(rows), 8, 5, buffer_batches=3, seed=seed)
+        stream = LengthBucketedStream(
+            stream_split(folder), *trainable_counts(rows, 5), 8, 5, buffer_batches=3, seed=seed
+        )
         stream.set_epoch(epoch)
         return [key(row) for row in stream]
 
