@@ -50,6 +50,9 @@ def screen(*options: str) -> tuple[str, list[str]]:
 ARMS: dict[str, tuple[str, list[str]]] = {
     "old": ("{old}", []),
     "recommended": (RECOMMENDED, []),
+    # The same recipe after length-bucketed steps were divided by the targets of an average step (commit 4eb4376);
+    # "recommended" records the runs made before it.
+    "recommended-step-targets": (RECOMMENDED, []),
     "ce-h128-p10": screen("--hidden_size", "128", "--intermediate_size", "128"),
     "ce-h256-p10": screen("--hidden_size", "256", "--intermediate_size", "256"),
     # The best published SASRec on Beauty (RecTools' SASRec in blondered/transformer_benchmark,
