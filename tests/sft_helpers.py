@@ -8,6 +8,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict
 
 from hf_sasrec.item_tokenizer import build_item_tokenizer, save_item_tokenizer
+from hf_sasrec.training_args import SFTTrainingArguments
 
 NUM_SPECIAL = 5
 
@@ -65,3 +66,9 @@ def tiny_run_arguments(data_dir: Path, output_dir: Path, **overrides) -> list[st
         **overrides,
     }
     return [f"--{key}={value}" for key, value in values.items()]
+
+
+def training_only_arguments(output_dir: Path, **overrides) -> SFTTrainingArguments:
+    """`SFTTrainingArguments` of a training that neither evaluates nor saves, on CPU, without reports."""
+    values = {"eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False, "report_to": "none"}
+    return SFTTrainingArguments(output_dir=str(output_dir), use_cpu=True, **{**values, **overrides})

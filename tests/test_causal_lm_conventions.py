@@ -6,12 +6,11 @@ import pytest
 import torch
 from datasets import DatasetDict
 from model_helpers import VARIANT_NAMES, VOCAB_SIZE, extra_inputs, left_pad, random_items, tiny_config, tiny_model
-from sft_helpers import NUM_SPECIAL, write_tiny_dataset
+from sft_helpers import NUM_SPECIAL, training_only_arguments, write_tiny_dataset
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from hf_sasrec.data_collator import NextItemCollator
 from hf_sasrec.sft_trainer import NextItemTrainer
-from hf_sasrec.training_args import SFTTrainingArguments
 
 LOSS_TYPES = ["ce", "sampled_softmax", "bce", "infonce"]
 
@@ -126,19 +125,14 @@ def first_step(variant: str, sampling: str, batch_size: int, accumulation: int, 
     model = tiny_model(variant, seed=1, vocab_size=NUM_SPECIAL + 30, max_position_embeddings=8).train()
     collator = RecordingCollator(8, with_timestamps=variant == "tisasrec")
     recorder = GradientRecorder()
-    args = SFTTrainingArguments(
-        output_dir=str(output_dir),
+    args = training_only_arguments(
+        output_dir,
         per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=accumulation,
         max_steps=1,
         max_grad_norm=0.0,
         train_sampling_strategy=sampling,
-        eval_strategy="no",
-        save_strategy="no",
-        load_best_model_at_end=False,
-        report_to="none",
         disable_tqdm=True,
-        use_cpu=True,
         seed=0,
     )
     trainer = NextItemTrainer(
@@ -188,16 +182,7 @@ def test_bucketed_steps_are_divided_by_the_targets_of_an_average_step(tmp_path, 
     so that every target weighs the same; random batches keep Trainer's own count of the step."""
     train = DatasetDict.load_from_disk(str(write_tiny_dataset(tmp_path / "data", num_users=60)))["train"]
     model = tiny_model("sasrec", vocab_size=NUM_SPECIAL + 30, max_position_embeddings=8)
-    args = SFTTrainingArguments(
-        output_dir=str(tmp_path / "run"),
-        per_device_train_batch_size=8,
-        train_sampling_strategy=sampling,
-        eval_strategy="no",
-        save_strategy="no",
-        load_best_model_at_end=False,
-        report_to="none",
-        use_cpu=True,
-    )
+    args = training_only_arguments(tmp_path / "run", per_device_train_batch_size=8, train_sampling_strategy=sampling)
     collator = NextItemCollator(5)
     trainer = NextItemTrainer(model=model, args=args, train_dataset=train, data_collator=collator)
     trainer.get_train_dataloader()

@@ -6,12 +6,11 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 from model_helpers import VARIANT_NAMES, VOCAB_SIZE, extra_inputs, random_items, tiny_model
-from sft_helpers import write_tiny_dataset
+from sft_helpers import training_only_arguments, write_tiny_dataset
 
 from hf_sasrec.data_collator import NextItemCollator, left_pad
 from hf_sasrec.evaluation import interaction_mask
 from hf_sasrec.sft_trainer import NO_POSITIONS, NextItemTrainer
-from hf_sasrec.training_args import SFTTrainingArguments
 
 
 def row_by_row_left_pad(sequences, pad_value):
@@ -61,16 +60,7 @@ def test_interaction_mask_marks_exactly_each_rows_items():
 
 
 def trainer_for(variant: str, dataset: Dataset, tmp_path, **arguments) -> NextItemTrainer:
-    args = SFTTrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        report_to="none",
-        use_cpu=True,
-        eval_strategy="no",
-        save_strategy="no",
-        load_best_model_at_end=False,
-        **arguments,
-    )
+    args = training_only_arguments(tmp_path, per_device_train_batch_size=4, **arguments)
     collator = NextItemCollator(max_length=5, with_timestamps=variant == "tisasrec")
     return NextItemTrainer(model=tiny_model(variant), args=args, train_dataset=dataset, data_collator=collator)
 
