@@ -39,7 +39,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 import hf_sasrec
 from hf_sasrec.data_collator import NextItemCollator, model_uses_timestamps
 from hf_sasrec.evaluation import evaluate_next_item
-from hf_sasrec.length_bucket_sampler import LengthBucketSampler
+from hf_sasrec.length_bucket_sampler import LengthBucketSampler, window_lengths
 from hf_sasrec.sft_trainer import NO_POSITIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,8 +64,7 @@ def training_batches(data_dir: str, steps: int, with_timestamps: bool, sampling:
     train = DatasetDict.load_from_disk(data_dir)["train"].filter(lambda row: len(row["item_ids"]) >= 2)
     count = BATCH * (steps + WARMUP)
     if sampling == "group_by_length":
-        lengths = [min(len(items) - 1, MAX_LENGTH) for items in train["item_ids"]]
-        rows = train.select(list(LengthBucketSampler(lengths, BATCH, seed=0))[:count])
+        rows = train.select(list(LengthBucketSampler(window_lengths(train, MAX_LENGTH), BATCH, seed=0))[:count])
     else:
         rows = train.shuffle(seed=0).select(range(count))
     collator = NextItemCollator(MAX_LENGTH, with_timestamps=with_timestamps)

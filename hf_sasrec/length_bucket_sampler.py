@@ -7,10 +7,20 @@ position ids count from each row's first real item, padding changes no output: o
 
 from collections.abc import Iterator, Sequence
 
+import numpy as np
+import pyarrow.compute as pc
 import torch
+from datasets import Dataset
 from torch.utils.data import Sampler
 
 BATCHES_PER_BUCKET = 50
+
+
+def window_lengths(split: Dataset, max_length: int) -> np.ndarray:
+    """`[rows]`: each row's input window, `min(len(item_ids) - 1, max_length)` (its training targets, what a batch is
+    padded to), read from the Arrow list offsets of the (memory-mapped) split, through its row selection if any."""
+    lengths = pc.list_value_length(split.with_format("arrow")["item_ids"]).to_numpy()
+    return np.minimum(lengths - 1, max_length)
 
 
 class LengthBucketSampler(Sampler[int]):

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -175,12 +175,12 @@ def check_data_fits_model(model: PreTrainedModel, splits: DatasetDict, stats: di
 def streamed_train_split(
     data_args: DataArguments,
     training_args: SFTTrainingArguments,
-    counts: tuple[int, int],
+    split: Dataset,
     user_specs: list,
     unlikelihood_weight: float,
 ) -> LengthBucketedStream:
-    """The train split (`counts`: its rows with at least two items and their targets, `trainable_counts`) as a
-    [`LengthBucketedStream`] (`--streaming true`).
+    """The train split as a [`LengthBucketedStream`] (`--streaming true`): its Arrow shards, streamed; `split`, the
+    same split memory-mapped, only gives its row and target counts (from the Arrow offsets, `trainable_counts`).
     `ValueError` for what a stream cannot carry: user features, dislikes (`unlikelihood_weight`) and sliding windows
     join or expand rows of the whole split."""
     unsupported = [
@@ -195,6 +195,7 @@ def streamed_train_split(
     if unsupported:
         raise ValueError(f"streaming does not support {unsupported}: train without --streaming.")
     batch_size = training_args.train_batch_size * training_args.gradient_accumulation_steps
+    counts = trainable_counts(split, data_args.max_length)
     logger.info("Streaming %d training rows from %s/train.", counts[0], data_args.data_dir)
     return LengthBucketedStream(
         stream_split(data_args.data_dir, "train"),
@@ -282,8 +283,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     train, valid, test = (drop_short_rows(splits[name], name) for name in SPLITS)
     if data_args.streaming:
-        counts = trainable_counts(splits["train"], data_args.max_length)
-        train = streamed_train_split(data_args, training_args, counts, user_specs, model.config.unlikelihood_weight)
+        train = streamed_train_split(
+            data_args, training_args, splits["train"], user_specs, model.config.unlikelihood_weight
+        )
     if user_specs:
         attached = attach_user_features(model, dict(zip(SPLITS, (train, valid, test), strict=True)), values_by_user)
         train, valid, test = (attached[name] for name in SPLITS)

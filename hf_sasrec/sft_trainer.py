@@ -5,15 +5,13 @@ import math
 import time
 from typing import Any
 
-import numpy as np
-import pyarrow.compute as pc
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import speed_metrics
 
 from .data_collator import NextItemCollator
 from .evaluation import evaluate_next_item
-from .length_bucket_sampler import LengthBucketSampler
+from .length_bucket_sampler import LengthBucketSampler, window_lengths
 from .streaming import LengthBucketedStream
 from .training_args import SFTTrainingArguments
 
@@ -132,8 +130,7 @@ class NextItemTrainer(Trainer):
         dataset = self.train_dataset if train_dataset is None else train_dataset
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
-        lengths = pc.list_value_length(dataset.with_format("arrow")["item_ids"]).to_numpy()
-        lengths = np.minimum(lengths - 1, self.max_length)
+        lengths = window_lengths(dataset, self.max_length)
         self.set_step_targets(int(lengths.sum()), len(lengths))
         batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps
         return LengthBucketSampler(lengths, batch_size, seed=self.args.seed)

@@ -14,10 +14,10 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import pyarrow.compute as pc
 import torch
 from datasets import Dataset, IterableDataset, load_dataset
+
+from .length_bucket_sampler import BATCHES_PER_BUCKET, window_lengths
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +25,9 @@ logger = logging.getLogger(__name__)
 def trainable_counts(split: Dataset, max_length: int) -> tuple[int, int]:
     """The rows of a (memory-mapped) split with at least two items and their training targets (`min(len - 1,
     max_length)` a row), counted from the Arrow list offsets only."""
-    lengths = pc.list_value_length(split.with_format("arrow")["item_ids"]).to_numpy()
-    trainable = lengths[lengths >= 2]
-    return len(trainable), int(np.minimum(trainable - 1, max_length).sum())
+    windows = window_lengths(split, max_length)
+    trainable = windows[windows >= 1]
+    return len(trainable), int(trainable.sum())
 
 
 def stream_split(data_dir: str | Path, split: str = "train") -> IterableDataset:
@@ -67,7 +67,7 @@ class LengthBucketedStream(torch.utils.data.IterableDataset):
         num_targets: int,
         batch_size: int,
         max_length: int,
-        buffer_batches: int = 50,
+        buffer_batches: int = BATCHES_PER_BUCKET,
         seed: int = 0,
         bucketed: bool = True,
     ):
@@ -97,13 +97,13 @@ class LengthBucketedStream(torch.utils.data.IterableDataset):
         for row in shuffled:
             if len(row["item_ids"]) < 2:
                 skipped += 1
-                continue
-            window.append(row)
-            if not self.bucketed:
-                yield window.pop()
-            elif len(window) == self.window_rows:
-                yield from self.in_buckets(window, generator)
-                window = []
+            elif not self.bucketed:
+                yield row
+            else:
+                window.append(row)
+                if len(window) == self.window_rows:
+                    yield from self.in_buckets(window, generator)
+                    window = []
         yield from self.in_buckets(window, generator)
         if skipped:
             logger.warning("Streamed epoch %d: skipped %d rows with fewer than two items.", self.epoch, skipped)

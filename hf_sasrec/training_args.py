@@ -26,6 +26,7 @@ from .argument_parser import COMMAND_LINE, ArgumentError, RecommenderArgumentPar
 from .configuration_sasrec import SASRecConfig
 from .data_rules import DATA_RULES_SOURCE, RULES, rule_values
 from .evaluation import PROTOCOLS
+from .length_bucket_sampler import BATCHES_PER_BUCKET
 from .registry import VARIANTS
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class DataArguments:
         },
     )
     stream_buffer_batches: int = field(
-        default=50, metadata={"help": "streaming: batches a shuffle and bucketing window holds."}
+        default=BATCHES_PER_BUCKET, metadata={"help": "streaming: batches a shuffle and bucketing window holds."}
     )
     data_rules: bool = field(
         default=False,

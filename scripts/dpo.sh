@@ -29,10 +29,14 @@ if [[ "$has_config" == false ]]; then
     arguments=(--config train_configs/dpo/dislikes.yaml "$@")
 fi
 
-sft_dir=$(python -c 'import sys
+# Which SFT run the config reads matters only while one of the two this script can train is missing.
+sft_dir=""
+if [[ ! -f "$DEFAULT_SFT/config.json" || ! -f "$LIKED_SFT/config.json" ]]; then
+    sft_dir=$(python -c 'import sys
 from hf_sasrec.dpo import make_parser
 print(make_parser().parse_args_and_config(sys.argv[1:])[0].sft_dir)' "${arguments[@]}" 2>/dev/null || true)
-if [[ ! -f "$sft_dir/config.json" ]]; then  # else hf_sasrec.dpo reports the missing model or a bad argument
+fi
+if [[ -n "$sft_dir" && ! -f "$sft_dir/config.json" ]]; then  # else hf_sasrec.dpo reports a missing model or bad argument
     if [[ "$sft_dir" == "$DEFAULT_SFT" ]]; then
         echo "No SFT model in $DEFAULT_SFT: running scripts/sft.sh first." >&2
         bash scripts/sft.sh
