@@ -3,7 +3,8 @@
 Part 1, Amazon Games (23.7K items, 31K users): the representations of every user (the training sequence of the
 `train` split, last `--max-length` items) and the item embeddings of a checkpoint trained on Games (`--model`), or of
 a randomly initialised `sasrec` when none is given. Part 2, scale: `--scale-items` random item embeddings and
-`--scale-queries` random users (no model involved).
+`--scale-queries` random users (no model involved), or with `--scale-model` a checkpoint's item embeddings and the
+states of `--scale-queries` users of its data's test split (the `auto` index tuned on 1,000 other users').
 
 For every method (and every `--ef-search` / `--nprobe` value of a sweep): build time, single-user latency (p50 /
 p99 over `--latency-queries` users searched one at a time), throughput (users a second when all users are searched in
@@ -118,10 +119,15 @@ def measure(search: Search, users: torch.Tensor, exact: np.ndarray, batch_size: 
 
 
 def compare(
-    item_embeddings: torch.Tensor, users: torch.Tensor, args: argparse.Namespace, index_types: list[str]
+    item_embeddings: torch.Tensor,
+    users: torch.Tensor,
+    args: argparse.Namespace,
+    index_types: list[str],
+    tuning_queries: np.ndarray | None = None,
 ) -> dict:
     """Every method on `users` `[n, hidden]` against `item_embeddings` `[vocab, hidden]` (specials first):
-    `{"distinct_items_in_exact_top_k": ..., "methods": {method: measurements}}`."""
+    `{"distinct_items_in_exact_top_k": ..., "methods": {method: measurements}}`. The `auto` index is tuned on
+    `tuning_queries` (other users than `users`; default: its stand-in queries)."""
     items = item_embeddings[NUM_SPECIAL:]
     exact_search = torch_top_k(items, args.k)
     exact = np.concatenate(
@@ -132,9 +138,13 @@ def compare(
     }
     for index_type in index_types:
         start = time.perf_counter()
-        index = ItemIndex.build(item_embeddings, NUM_SPECIAL, RetrievalConfig(index_type=index_type))
+        config = RetrievalConfig(index_type, target_recall=args.target_recall, exact_max_items=args.exact_max_items)
+        index = ItemIndex.build(item_embeddings, NUM_SPECIAL, config, tuning_queries)
         build_s = time.perf_counter() - start
         search = faiss_top_k(index, args.k)
+        if index_type == "auto":
+            chosen = index.config
+            index_type = f"auto ({chosen.index_type}{f', nprobe {chosen.ivf_nprobe}' * (chosen.index_type == 'ivf')})"
         results[f"faiss-{index_type}"] = {
             "build_s": build_s,
             **measure(search, users, exact, args.batch_size, args.latency_queries),
@@ -183,7 +193,30 @@ def games_part(args: argparse.Namespace) -> dict:
     }
 
 
+def trained_scale_part(args: argparse.Namespace) -> dict:
+    """`--scale-model`: its item embeddings, and the states of `--scale-queries` users of its data's test split
+    (their histories, target left out) measured, of 1,000 others the `auto` index is tuned on."""
+    model = AutoModelForCausalLM.from_pretrained(args.scale_model).eval()
+    data_dir = args.scale_data or json.loads((Path(args.scale_model) / "run_info.json").read_text())["data_dir"]
+    test = load_processed_data(data_dir)[0]["test"]
+    chosen = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[: args.scale_queries + 1000]
+    histories = [row[:-1] for row in test.select(chosen.tolist())["item_ids"]]
+    start = time.perf_counter()
+    states = user_states(model, histories, args.max_length)
+    weights = model.item_embeddings().detach().float()
+    return {
+        "items": weights.shape[0] - NUM_SPECIAL,
+        "users": args.scale_queries,
+        "hidden_size": weights.shape[1],
+        "model": args.scale_model,
+        "encode_all_users_s": time.perf_counter() - start,
+        **compare(weights, states[1000:], args, args.scale_index_types, states[:1000].numpy()),
+    }
+
+
 def scale_part(args: argparse.Namespace) -> dict:
+    if args.scale_model:
+        return trained_scale_part(args)
     generator = torch.Generator().manual_seed(0)
     items = torch.randn(args.scale_items + NUM_SPECIAL, args.hidden_size, generator=generator)
     users = torch.randn(args.scale_queries, args.hidden_size, generator=generator)
@@ -243,6 +276,10 @@ def main() -> None:
     parser.add_argument("--scale-items", type=int, default=1_000_000)
     parser.add_argument("--scale-queries", type=int, default=2000)
     parser.add_argument("--scale-index-types", nargs="*", default=["flat", "hnsw", "ivf"])
+    parser.add_argument("--scale-model", help="scale part: a checkpoint (and its data_dir) instead of random vectors")
+    parser.add_argument("--scale-data", help="--scale-model's data folder (default: its run_info.json's data_dir)")
+    parser.add_argument("--target-recall", type=float, default=0.95, help="the auto index's recall@10 target")
+    parser.add_argument("--exact-max-items", type=int, default=100_000, help="auto: exact up to")
     parser.add_argument("--ef-search", type=int, nargs="*", default=[], help="HNSW efSearch values to sweep")
     parser.add_argument("--nprobe", type=int, nargs="*", default=[], help="IVF nprobe values to sweep")
     parser.add_argument("--skip-games", action="store_true")

@@ -17,6 +17,7 @@ from .features import FeatureSources
 from .formats import FORMATS
 from .interactions import Columns
 from .pipeline import SPLITS, prepare
+from .streamed import prepare_streamed
 
 PROG = "python -m data_preprocess"
 # What an output folder for the embedded MovieLens-100K is called (lower case, letters and digits only).
@@ -59,6 +60,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="hold this fraction of the items out of the train split (the cold-item protocol; cold_items.json)",
     )
     parser.add_argument("--cold-items-seed", type=int, default=0, help="seed of the cold items' draw (default 0)")
+    streaming = parser.add_argument_group(
+        "logs larger than memory (data_preprocess.streamed)",
+        "--streaming reads a CSV/TSV or Parquet file, or a folder of them, a chunk at a time and writes each split "
+        "in shards; leave-one-out only, no side features or cold items",
+    )
+    streaming.add_argument("--streaming", action="store_true", help="prepare in bounded memory")
+    streaming.add_argument("--chunk-rows", type=int, default=1_000_000, help="rows read at a time (%(default)s)")
+    streaming.add_argument(
+        "--partition-rows", type=int, default=2_000_000, help="interactions of a part, one shard each (%(default)s)"
+    )
+    streaming.add_argument("--work-dir", help="folder for the intermediate files (default: the temporary folder)")
     mapping = parser.add_argument_group("column mapping (csv, jsonl, parquet, history-csv, atomic)")
     mapping.add_argument("--user-col", help="user column (default user_id; userId for MovieLens CSV)")
     mapping.add_argument("--item-col", help="item column (default item_id; history_item_id for history-csv)")
@@ -133,30 +145,64 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_cli_output()
     with cli_errors(PROG):
-        if args.input is None:
+        if args.input is None and not args.streaming:
             check_default_output(args.output)
         prepare_from_args(args)
 
 
+def streamed_from_args(args: argparse.Namespace) -> None:
+    """`prepare_streamed` with the command-line options; refuses by name the ones it does not take."""
+    refused = {
+        "--input (the embedded MovieLens-100K is small: prepare it without --streaming)": args.input is None,
+        "--format other than csv or parquet": args.format not in ("auto", "csv", "parquet"),
+        "--split time": args.split != "leave-one-out",
+        "--cold-items": args.cold_items is not None,
+        "side features (--item-table, --user-table, --embedding, --feature-preset ml-100k)": bool(
+            args.item_table or args.user_table or args.embedding or args.feature_preset == "ml-100k"
+        ),
+    }
+    for option, given in refused.items():
+        if given:
+            raise PreprocessingError(f"--streaming does not support {option}")
+    prepare_streamed(
+        args.input,
+        args.output,
+        **common_options(args),
+        chunk_rows=args.chunk_rows,
+        partition_rows=args.partition_rows,
+        work_dir=args.work_dir,
+    )
+
+
+def common_options(args: argparse.Namespace) -> dict:
+    """The options `prepare` and `prepare_streamed` both take."""
+    return {
+        "columns": Columns(args.user_col, args.item_col, args.time_col, args.rating_col, args.title_col),
+        "item_file": args.item_file,
+        "min_rating": args.min_rating,
+        "low_rating": args.low_rating,
+        "k_core": args.k_core,
+        "keep_duplicates": args.keep_duplicates,
+        "dedup_consecutive": args.dedup_consecutive,
+        "max_length": args.max_length,
+        "name": args.name,
+        "on_error": args.on_error,
+    }
+
+
 def prepare_from_args(args: argparse.Namespace) -> None:
     """`prepare` with the command-line options."""
+    if args.streaming:
+        streamed_from_args(args)
+        return
     prepare(
         args.input,
         args.output,
         format=args.format,
-        columns=Columns(args.user_col, args.item_col, args.time_col, args.rating_col, args.title_col),
-        item_file=args.item_file,
-        min_rating=args.min_rating,
-        low_rating=args.low_rating,
-        k_core=args.k_core,
-        keep_duplicates=args.keep_duplicates,
-        dedup_consecutive=args.dedup_consecutive,
-        max_length=args.max_length,
+        **common_options(args),
         split=args.split,
         valid_start=args.valid_start,
         test_start=args.test_start,
-        name=args.name,
-        on_error=args.on_error,
         features=feature_sources(args),
         cold_items=args.cold_items,
         cold_items_seed=args.cold_items_seed,

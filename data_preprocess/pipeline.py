@@ -44,16 +44,23 @@ MARKERS = ("dataset_dict.json", "stats.json")
 WRITTEN_BY = "python -m data_preprocess"
 
 
-def number_items(item_codes: np.ndarray, keys: list[str]) -> tuple[list[str], np.ndarray]:
-    """Number items by descending interaction count, ties in natural key order, from `NUM_SPECIAL_TOKENS` on.
+def number_counted_items(counts: np.ndarray, keys: list[str]) -> tuple[list[str], np.ndarray]:
+    """Number the items with a count by descending count, ties in natural key order, from `NUM_SPECIAL_TOKENS` on.
 
-    `item_codes` index `keys`; returns the keys in id order and each interaction's token id.
+    `counts[code]` is the interaction count of `keys[code]`; returns the keys in id order and each code's token id
+    (0 for an item without interactions).
     """
-    counts = np.bincount(item_codes, minlength=len(keys))
     ordered = sorted(np.flatnonzero(counts).tolist(), key=lambda code: (-counts[code], natural_key(keys[code])))
     token_ids = np.zeros(len(keys), dtype=np.int64)
     token_ids[ordered] = np.arange(NUM_SPECIAL_TOKENS, NUM_SPECIAL_TOKENS + len(ordered))
-    return [keys[code] for code in ordered], token_ids[item_codes]
+    return [keys[code] for code in ordered], token_ids
+
+
+def number_items(item_codes: np.ndarray, keys: list[str]) -> tuple[list[str], np.ndarray]:
+    """`number_counted_items` of the interactions `item_codes` (indices into `keys`); returns the keys in id order
+    and each interaction's token id."""
+    ordered, token_ids = number_counted_items(np.bincount(item_codes, minlength=len(keys)), keys)
+    return ordered, token_ids[item_codes]
 
 
 def low_rated_by_user(pairs: pd.DataFrame, users: np.ndarray, item2id: dict[str, int]) -> dict[str, list[int]]:
@@ -63,7 +70,11 @@ def low_rated_by_user(pairs: pd.DataFrame, users: np.ndarray, item2id: dict[str,
     if not keep.any():
         return {}
     codes, user_keys = pd.factorize(pairs["user"][keep])
-    ids = ids[keep].to_numpy(dtype=np.int64)
+    return items_by_user(codes, ids[keep].to_numpy(dtype=np.int64), np.asarray(user_keys))
+
+
+def items_by_user(codes: np.ndarray, ids: np.ndarray, user_keys: np.ndarray) -> dict[str, list[int]]:
+    """`{user_keys[code]: sorted distinct ids}` of the pairs `(codes[i], ids[i])`."""
     order = np.lexsort((ids, codes))
     codes, ids = codes[order], ids[order]
     first = np.r_[True, (codes[1:] != codes[:-1]) | (ids[1:] != ids[:-1])]
@@ -73,8 +84,8 @@ def low_rated_by_user(pairs: pd.DataFrame, users: np.ndarray, item2id: dict[str,
     return {user_keys[code]: group.tolist() for code, group in zip(codes[starts].tolist(), groups, strict=True)}
 
 
-def _stats(sequences: Sequences, num_items: int) -> dict[str, float | int]:
-    lengths = sequences.lengths
+def interaction_stats(lengths: np.ndarray, num_items: int) -> dict[str, float | int]:
+    """`stats.json`'s counts, from each user's number of interactions."""
     interactions = int(lengths.sum())
     return {
         "num_users": len(lengths),
@@ -84,6 +95,25 @@ def _stats(sequences: Sequences, num_items: int) -> dict[str, float | int]:
         "median_length": float(np.median(lengths)),
         "density": interactions / (len(lengths) * num_items),
     }
+
+
+def recorded_args(path: str | Path, fmt: str, columns: Columns, item_file: str | Path | None, **options) -> dict:
+    """`stats.json`'s `args`: the input, its format and columns as read, and the other `options` as given."""
+    names = {key: value for key, value in vars(columns).items() if value}
+    item_file = str(item_file) if item_file else None
+    return {"input": str(path), "format": fmt, "columns": names, "item_file": item_file, **options}
+
+
+def log_summary(stats: dict) -> None:
+    """One line on the prepared data set."""
+    logger.info(
+        "%s: %d users, %d items, %d interactions; split rows %s",
+        stats["dataset"],
+        stats["num_users"],
+        stats["num_items"],
+        stats["num_interactions"],
+        stats["splits"],
+    )
 
 
 def _check_read(log: Interactions, path: Path) -> None:
@@ -227,23 +257,23 @@ def prepare(
             path,
         )
         sequences.timestamps = np.arange(len(frame)) - np.repeat(sequences.starts, sequences.lengths)
-    args = {
-        "input": str(path),
-        "format": fmt,
-        "columns": {key: value for key, value in vars(columns).items() if value},
-        "item_file": str(item_file) if item_file else None,
-        "min_rating": min_rating,
-        "low_rating": low_rating,
-        "k_core": k_core,
-        "keep_duplicates": keep_duplicates,
-        "dedup_consecutive": dedup_consecutive,
-        "max_length": max_length,
-        "split": split,
-        "on_error": on_error,
-        "features": None if features is None else features.describe(),
-        "cold_items": cold_items,
-        "cold_items_seed": cold_items_seed,
-    }
+    args = recorded_args(
+        path,
+        fmt,
+        columns,
+        item_file,
+        min_rating=min_rating,
+        low_rating=low_rating,
+        k_core=k_core,
+        keep_duplicates=keep_duplicates,
+        dedup_consecutive=dedup_consecutive,
+        max_length=max_length,
+        split=split,
+        on_error=on_error,
+        features=None if features is None else features.describe(),
+        cold_items=cold_items,
+        cold_items_seed=cold_items_seed,
+    )
     if split == "time":
         args["valid_start"], args["test_start"] = time_cutoffs(sequences.timestamps, valid_start, test_start)
         splits = time_split(sequences, max_length, args["valid_start"], args["test_start"], dropped)
@@ -262,7 +292,7 @@ def prepare(
         }
     stats = {
         "dataset": name,
-        **_stats(sequences, len(keys)),
+        **interaction_stats(sequences.lengths, len(keys)),
         "has_timestamps": log.has_timestamps,
         "has_ratings": log.has_ratings,
         "vocab_size": len(tokenizer),
@@ -278,14 +308,7 @@ def prepare(
     if output is not None and features is not None:
         built = build_features(features, tokenizer, sequences.user_keys.tolist(), on_error)
         stats["features"] = built.stats
-    logger.info(
-        "%s: %d users, %d items, %d interactions; split rows %s",
-        name,
-        stats["num_users"],
-        stats["num_items"],
-        stats["num_interactions"],
-        stats["splits"],
-    )
+    log_summary(stats)
     if output is not None:
         item2id = dict(zip(keys, range(NUM_SPECIAL_TOKENS, len(tokenizer)), strict=True))
         titles = {item2id[key]: info for key, info in log.items.items() if key in item2id}

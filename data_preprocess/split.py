@@ -69,13 +69,24 @@ def leave_one_out(sequences: Sequences, max_length: int) -> DatasetDict:
     Users with fewer than 3 interactions go to `train` only; if all do, that is an error (empty valid and test splits).
     """
     full = sequences.lengths >= 3
-    ends = sequences.ends
     logger.info("%d users with fewer than 3 interactions go to train only", int((~full).sum()))
+    require_leave_one_out_rows(int(full.sum()), len(full))
+    return leave_one_out_rows(sequences, max_length)
+
+
+def require_leave_one_out_rows(full_users: int, users: int) -> None:
+    """Refuse a leave-one-out split where no user has the 3 interactions that valid and test rows need."""
     require_rows(
         "valid and test",
-        int(full.sum()),
-        f"all {len(full)} users have fewer than 3 interactions (leave-one-out needs 3: train, valid and test items)",
+        full_users,
+        f"all {users} users have fewer than 3 interactions (leave-one-out needs 3: train, valid and test items)",
     )
+
+
+def leave_one_out_rows(sequences: Sequences, max_length: int) -> DatasetDict:
+    """`leave_one_out`'s rows, without its checks: also for a part of the users (`data_preprocess.streamed`)."""
+    full = sequences.lengths >= 3
+    ends = sequences.ends
     return DatasetDict(
         train=sequences.rows(np.ones_like(full), np.where(full, ends - 2, ends), max_length),
         valid=sequences.rows(full, ends[full] - 1, max_length),

@@ -9,17 +9,19 @@ the time and rating columns are used where present, and an explicitly named colu
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import json
 import re
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .errors import DataFormatError, PreprocessingError, logger, require_file
 from .interactions import DEFAULT_COLUMNS, Columns, Interactions, ItemInfo, key_text, make_interactions
@@ -66,27 +68,26 @@ def _csv_locator(path: Path, separator: str) -> Locate:
     return locate
 
 
-def _read_csv(path: Path, on_error: OnError, dropped: Counter[str], numeric: tuple[str | None, ...] = ()) -> _Table:
-    """Read every column as text, except the `numeric` ones, read as floats where they all parse (the fast path)."""
+def _csv_options(path: Path, on_error: OnError) -> dict:
     separator = "\t" if path.suffix in (".tsv", ".tab") else ","
     options = {"sep": separator, "keep_default_na": False, "encoding": "utf-8-sig"}
     options["on_bad_lines"] = "warn" if on_error == "skip" else "error"
+    return options
+
+
+@contextlib.contextmanager
+def _csv_errors(path: Path, dropped: Counter[str]) -> Iterator[list]:
+    """pandas' CSV errors as `DataFormatError`s naming the line; skipped bad lines (the warnings left in the list it
+    yields) counted in `dropped`."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            try:
-                dtypes = defaultdict(lambda: str, {name: np.float64 for name in numeric if name})
-                frame = pd.read_csv(path, dtype=dtypes, **options)
-            except ValueError as error:
-                if isinstance(error, pd.errors.ParserError | pd.errors.EmptyDataError):
-                    raise
-                caught.clear()
-                frame = pd.read_csv(path, dtype=str, **options)
+            yield caught
     except pd.errors.ParserError as error:
         found = re.search(r"Expected (\d+) fields", str(error))
         width = int(found.group(1)) if found else 0
         with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle, delimiter=separator)
+            reader = csv.reader(handle, delimiter=_csv_options(path, "raise")["sep"])
             line = next((reader.line_num for fields in reader if fields and len(fields) != width), 0)
         raise DataFormatError(path, line, f"expected {width} fields: {error}") from None
     except UnicodeDecodeError:
@@ -94,7 +95,31 @@ def _read_csv(path: Path, on_error: OnError, dropped: Counter[str], numeric: tup
     except pd.errors.EmptyDataError:
         raise DataFormatError(path, 1, "no header line (the file holds only blank lines)") from None
     dropped.update(malformed_line=sum(str(warning.message).count("Skipping line") for warning in caught))
-    return _Table(path, frame, _csv_locator(path, separator))
+
+
+def _read_csv(path: Path, on_error: OnError, dropped: Counter[str], numeric: tuple[str | None, ...] = ()) -> _Table:
+    """Read every column as text, except the `numeric` ones, read as floats where they all parse (the fast path)."""
+    options = _csv_options(path, on_error)
+    with _csv_errors(path, dropped) as caught:
+        try:
+            dtypes = defaultdict(lambda: str, {name: np.float64 for name in numeric if name})
+            frame = pd.read_csv(path, dtype=dtypes, **options)
+        except ValueError as error:
+            if isinstance(error, pd.errors.ParserError | pd.errors.EmptyDataError):
+                raise
+            caught.clear()
+            frame = pd.read_csv(path, dtype=str, **options)
+    return _Table(path, frame, _csv_locator(path, options["sep"]))
+
+
+def _csv_chunks(path: Path, on_error: OnError, dropped: Counter[str], rows: int) -> Iterator[_Table]:
+    """`_read_csv` `rows` data rows at a time, every column as text."""
+    options = _csv_options(path, on_error)
+    locate, first = _csv_locator(path, options["sep"]), 0
+    with _csv_errors(path, dropped), pd.read_csv(path, dtype=str, chunksize=rows, **options) as reader:
+        for frame in reader:
+            yield _Table(path, frame, lambda row, first=first: locate(first + row))
+            first += len(frame)
 
 
 def _read_jsonl(path: Path, on_error: OnError, dropped: Counter[str]) -> _Table:
@@ -122,6 +147,18 @@ def _read_parquet(path: Path, on_error: OnError, dropped: Counter[str]) -> _Tabl
     except pa.ArrowInvalid as error:
         raise PreprocessingError(f"{path} is not a readable Parquet file: {error}") from None
     return _Table(path, frame, lambda row: row + 1, unit="row")
+
+
+def _parquet_chunks(path: Path, wanted: set[str], rows: int) -> Iterator[_Table]:
+    """The `wanted` columns of a Parquet file (those it has), `rows` rows at a time."""
+    try:
+        source = pq.ParquetFile(path)
+    except pa.ArrowInvalid as error:
+        raise PreprocessingError(f"{path} is not a readable Parquet file: {error}") from None
+    columns, first = [name for name in source.schema_arrow.names if name in wanted], 0
+    for batch in source.iter_batches(batch_size=rows, columns=columns):
+        yield _Table(path, batch.to_pandas(), lambda row, first=first: first + row + 1, unit="row")
+        first += batch.num_rows
 
 
 def _keys(series: pd.Series) -> pd.Series:
@@ -230,6 +267,41 @@ def read_table(
         log = make_interactions([], [])
     log.dropped.update(+dropped)
     return log
+
+
+def read_table_chunks(
+    path: str | Path,
+    kind: str,
+    columns: Columns = DEFAULT_COLUMNS,
+    defaults: Columns = LOG_COLUMNS,
+    on_error: OnError = "raise",
+    rows: int = 1_000_000,
+) -> Iterator[Interactions]:
+    """`read_table` of a CSV/TSV (`kind="csv"`) or Parquet log, `rows` source rows at a time, for logs larger than
+    memory. Each chunk's `timestamp` without a time column is its rows' position in the whole log."""
+    path, dropped = require_file(path), Counter()
+    if kind == "csv":
+        chunks = _csv_chunks(path, on_error, dropped, rows)
+    elif kind == "parquet":
+        chunks = _parquet_chunks(
+            path, {name for name in (*vars(columns).values(), *vars(defaults).values()) if name}, rows
+        )
+    else:
+        raise PreprocessingError(f"reading in chunks takes csv or parquet logs, not {kind}")
+    kept = 0
+    for table in chunks:
+        log = _to_interactions(table, columns, defaults, on_error)
+        if not log.has_timestamps:
+            log.frame["timestamp"] += kept
+        log.frame.index += kept
+        kept += len(log.frame)
+        log.dropped.update(+dropped)
+        dropped.clear()
+        yield log
+    if dropped:  # lines skipped after the last chunk's rows
+        log = make_interactions([], [])
+        log.dropped.update(+dropped)
+        yield log
 
 
 def _literal_list(text: str, what: str) -> list:

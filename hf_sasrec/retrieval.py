@@ -203,10 +203,11 @@ def auto_index(
 ) -> tuple[faiss.Index, RetrievalConfig, float]:
     """The index `"auto"` resolves to for `rows` `[num_items, hidden]` (filled), its config and its recall@10.
 
-    Up to `config.exact_max_items` items: exact (recall 1). Above: IVF over `nlist_for(num_items)` cells, `nprobe`
-    doubled from 1 until the recall@10 of the tuning `queries` `[count, hidden]` (default
+    Up to `config.exact_max_items` items: exact (recall 1). Above: IVF over `nlist_for(num_items)` cells with the
+    fewest cells visited (`nprobe`) whose recall@10 of the tuning `queries` `[count, hidden]` (default
     [`default_tuning_queries`]; pass real user states when there are some) against exact search reaches
-    `config.target_recall` (all cells at most, which is exact).
+    `config.target_recall`: `nprobe` doubles from 1 until it does (all cells at most, which is exact), then a
+    bisection between the last value short of the target and the first one reaching it finds the smallest.
     """
     if len(rows) <= config.exact_max_items:
         index = faiss.IndexFlatIP(rows.shape[1])
@@ -217,13 +218,24 @@ def auto_index(
     ivf = dataclasses.replace(config, index_type="ivf")
     index = new_faiss_index(rows, ivf)
     index.add(rows)
-    nlist, nprobe = ivf.nlist_for(len(rows)), 1
-    while True:
+    nlist = ivf.nlist_for(len(rows))
+
+    def recall_with(nprobe: int) -> float:
         _, found = index.search(queries, RECALL_AT, params=faiss.SearchParametersIVF(nprobe=nprobe))
-        recall = recall_at(found, truth)
-        if recall >= config.target_recall or nprobe >= nlist:
-            break
-        nprobe = min(2 * nprobe, nlist)
+        return recall_at(found, truth)
+
+    short, nprobe = 0, 1
+    recall = recall_with(nprobe)
+    while recall < config.target_recall and nprobe < nlist:
+        short, nprobe = nprobe, min(2 * nprobe, nlist)
+        recall = recall_with(nprobe)
+    while nprobe - short > 1:
+        middle = (short + nprobe) // 2
+        middle_recall = recall_with(middle)
+        if middle_recall >= config.target_recall:
+            nprobe, recall = middle, middle_recall
+        else:
+            short = middle
     index.nprobe = nprobe
     logger.info("auto index: IVF of %d cells, nprobe %d, tuned recall@10 %.4f", nlist, nprobe, recall)
     return index, dataclasses.replace(ivf, ivf_nprobe=nprobe), recall

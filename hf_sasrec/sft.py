@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 batch_size=training_args.per_device_eval_batch_size,
                 max_length=data_args.max_length,
                 seed=training_args.seed,
+                max_users=training_args.test_max_users,
                 cold_items=cold_items,
                 **extras[split_name],
             )

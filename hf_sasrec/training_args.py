@@ -121,7 +121,10 @@ class SFTTrainingArguments(TrainingArguments):
         exclude_history: `full` protocol: drop the user's history items from the ranking.
         num_sampled_negatives: `sampled` protocol: negatives ranked with the target, per user.
         eval_max_users: the evaluations during training rank a fixed random sample of this many users (the final
-            evaluation ranks all).
+            evaluation ranks all, unless `test_max_users`).
+        test_max_users: the final evaluation of the valid and test splits ranks a fixed random sample of this many
+            users of each (stated in the metrics: `num_users`, `users_sampled_from`); for catalogs and user bases
+            where ranking every user against every item would take hours.
         early_stopping_patience: stop after this many evaluations without a better `metric_for_best_model`.
     """
 
@@ -159,6 +162,10 @@ class SFTTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Validate during training on a fixed random sample of this many users (default: all)."},
     )
+    test_max_users: int | None = field(
+        default=None,
+        metadata={"help": "Final evaluation on a fixed random sample of this many users a split (default: all)."},
+    )
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many evaluations without a better metric_for_best_model."}
     )
@@ -167,6 +174,9 @@ class SFTTrainingArguments(TrainingArguments):
         unknown = [name for name in [self.eval_protocol, *self.test_protocols] if name not in PROTOCOLS]
         if unknown:
             raise ValueError(f"Unknown protocol(s) {unknown}; expected {PROTOCOLS}.")
+        for name in ("eval_max_users", "test_max_users"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive number of users, got {getattr(self, name)}.")
         metric = self.metric_for_best_model
         if metric and not metric.removeprefix("eval_").startswith(f"{self.eval_protocol}/"):
             raise ValueError(

@@ -101,6 +101,17 @@ def test_tisasrec_trains_on_the_timestamps_of_the_data(data_dir, tmp_path):
     assert metrics["test_full/hr@10"] > 0.6
 
 
+def test_the_final_evaluation_of_a_user_sample_says_so_and_ranks_those_users(data_dir, tmp_path):
+    """`test_max_users`: the final metrics are those of a fixed random sample, and they say how many of how many."""
+    output_dir = tmp_path / "run"
+    metrics = sft.main(tiny_run_arguments(data_dir, output_dir, num_train_epochs=1, test_max_users=20))
+    test = DatasetDict.load_from_disk(str(data_dir))["test"]
+    assert metrics["test_full/num_users"] == 20 and metrics["test_full/users_sampled_from"] == len(test) > 20
+    model = AutoModelForCausalLM.from_pretrained(output_dir, trust_remote_code=True)
+    sample = sft.evaluate_next_item(model, test, max_length=8, max_users=20, seed=0)
+    assert sample["full/ndcg@10"] == pytest.approx(metrics["test_full/ndcg@10"])
+
+
 @pytest.mark.parametrize(
     ("overrides", "error", "message"),
     [
@@ -109,6 +120,7 @@ def test_tisasrec_trains_on_the_timestamps_of_the_data(data_dir, tmp_path):
         ({"vocab_size": 99}, ValueError, r"vocab_size 99 differs from the tokenizer's vocabulary \(35 tokens\)"),
         ({"model_type": "tisasrec", "no_timestamps": True}, ValueError, "tisasrec needs timestamps"),
         ({"eval_protocol": "sampled"}, ValueError, "metric_for_best_model 'full/ndcg@10' is not logged"),
+        ({"test_max_users": 0}, ValueError, "test_max_users must be a positive number of users, got 0"),
     ],
 )
 def test_bad_input_stops_before_training(data_dir, tmp_path, monkeypatch, overrides, error, message):
