@@ -24,13 +24,12 @@ interval of the mean of independent seeds, `sqrt(sum h_i^2) / n`) to `alignment_
 import argparse
 import json
 import logging
-import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from bench_item_features import code_version, run
+from bench_item_features import code_version, run, seeds_interval
 from transformers import AutoModelForCausalLM
 
 from data_preprocess.dislikes import load_dislikes
@@ -193,7 +192,7 @@ def summary(lines: list[dict]) -> str:
             cells.append(f"{means.mean().item():.4f} ± {std:.4f}")
             change = sum(row[name]["change"] for row in rows) / len(rows)
             if "change_ci95" in rows[0][name]:
-                half_width = math.sqrt(sum(row[name]["change_ci95"] ** 2 for row in rows)) / len(rows)
+                half_width = seeds_interval([row[name]["change_ci95"] for row in rows])
                 changes.append(f"{change:+.4f} ± {half_width:.4f}")
             else:
                 changes.append(f"{change:+.4f}")
@@ -210,7 +209,7 @@ def summary(lines: list[dict]) -> str:
             return sum(row[name]["change"] for row in rows) / len(rows) / (base[name] / base_seeds)
 
         ndcg = sum(row["ndcg@10"]["change"] for row in rows) / len(rows)
-        ndcg_half = math.sqrt(sum(row["ndcg@10"]["change_ci95"] ** 2 for row in rows)) / len(rows)
+        ndcg_half = seeds_interval([row["ndcg@10"]["change_ci95"] for row in rows])
         if "dislike" in arm or "unlikelihood" in arm:
             met = relative("disliked@10") <= -0.30 and ndcg + ndcg_half >= 0
             out.append(

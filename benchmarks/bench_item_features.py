@@ -12,14 +12,19 @@ Arms (`train_configs/sft/default.yaml`, sasrec_rope, early stopping), each `pyth
 `id` (item ids only), `id+features` (`--features all`), `features` (`--features all --use_item_id false`), `codes`
 (`--semantic_ids DIR --use_item_id false`) and `id+codes` (`--semantic_ids DIR`). A run records the test split's full
 ranking NDCG@10, HR@10 and MRR, its epochs, the trainer's sequences a second and runtime (per-epoch evaluation
-included) and the peak RSS of its process. Last, the cost of one training step of each arm's seed-0 model (forward,
-backward and AdamW step on one fixed batch of training sequences), timed in this process.
+included) and the peak RSS of its process. Its saved model then ranks the test split again in this process
+(`evaluate_users`, as `hf_sasrec.sft` ranks it; the per-user values kept beside the run folder, `{run}.users.json`),
+which adds each metric's 95% interval over users and, for every arm but `id`, its paired change against the `id` run
+of the same seed on the same users with its interval (`hf_sasrec.evaluation`'s `mean_with_interval` and
+`paired_difference`). Last, the cost of one training step of each arm's seed-0 model (forward, backward and AdamW
+step on one fixed batch of training sequences), timed in this process.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_item_features.py [--work outputs/bench/item_features]
         [--arms id id+features ...] [--seeds 0 1 2] [--reuse-runs]
 
 Each run is appended to `benchmarks/results/item_features_ml-100k.jsonl` as it ends; the summary (mean ± std over the
-seeds, change against `id`, semantic-id report, step cost) goes to `benchmarks/results/item_features_ml-100k.md`.
+seeds, change against `id`, the intervals over users and the paired changes, these with the interval of a mean of
+independent estimates, semantic-id report, step cost) goes to `benchmarks/results/item_features_ml-100k.md`.
 
 Cold items (`--cold-items FRACTION`, issue 13's cold-start protocol): seed S trains on `data-cold{FRACTION}-seed{S}`,
 prepared with `--cold-items FRACTION --cold-items-seed S` (so each seed holds out other items) and the text modality,
@@ -28,8 +33,8 @@ no candidates of the loss and their id embeddings are zero (`SASRecForCausalLM.e
 `id`, `id+features`, `features`, `id+features+id-dropout` (`--item_id_dropout 0.5`: half the items lose their id
 embedding each step, so the content learns to score alone), `id+features+users` (`--features all --user_features
 all`: age, gender and occupation) and `popularity` (no training: an item's score is its count in the training split),
-each reporting the test split's metrics for all users and for the users whose
-target is a held-out (cold) or a trained (warm) item; no step timing. Into `item_features_ml-100k_cold.{jsonl,md}`:
+each reporting the test split's metrics for all users and for the users whose target is a held-out (cold) or a
+trained (warm) item; no step timing and no paired changes. Into `item_features_ml-100k_cold.{jsonl,md}`:
 
     OMP_NUM_THREADS=1 python benchmarks/bench_item_features.py --cold-items 0.1 [--work ...] [--reuse-runs]
 """
@@ -54,7 +59,7 @@ from transformers.modeling_outputs import CausalLMOutput
 
 import hf_sasrec
 from hf_sasrec.data_collator import NextItemCollator
-from hf_sasrec.evaluation import evaluate_next_item
+from hf_sasrec.evaluation import evaluate_next_item, evaluate_users, mean_with_interval, paired_difference
 from hf_sasrec.processed_data import cold_item_ids, drop_short_rows, item_counts, load_processed_data
 from hf_sasrec.sft_trainer import NO_POSITIONS
 
@@ -71,6 +76,10 @@ ARMS = {
     "id+codes": ["--semantic_ids", "{codes}"],
 }
 REPORTED = {"ndcg@10": "test_full/ndcg@10", "hr@10": "test_full/hr@10", "mrr": "test_full/mrr"}
+# The arm every other arm's per-user values are paired with, and the file beside a run folder holding its test users'
+# values (`user_values`).
+BASE_ARM = "id"
+USERS_SUFFIX = ".users.json"
 # Cold-item mode: the arms (`popularity` trains nothing) and the numbers a run records, keyed as in `metrics.json`.
 POPULARITY = "popularity"
 COLD_ARMS = {arm: ARMS[arm] for arm in ("id", "id+features", "features")} | {
@@ -266,6 +275,7 @@ def train(arm: str, seed: int, inputs: Inputs, reuse: bool, code: str) -> dict:
         description = f"training-split item counts of {inputs.data_dir} (no training)"
         metrics, wall, peak_rss = popularity(inputs.data_dir), time.perf_counter() - start, None
     else:
+        output_dir.with_suffix(USERS_SUFFIX).unlink(missing_ok=True)  # those of the model trained before, if any
         command = [sys.executable, "-m", "hf_sasrec.sft", "--config", CONFIG, "--data_dir", str(inputs.data_dir)]
         command += ["--output_dir", str(output_dir), "--seed", str(seed), "--overwrite_output_dir", "true"]
         command += ["--report_to", "none", "--disable_tqdm", "true"]
@@ -298,6 +308,68 @@ def train(arm: str, seed: int, inputs: Inputs, reuse: bool, code: str) -> dict:
     record |= {"wall_s": round(wall, 1), "peak_rss_mib": None if peak_rss is None else round(peak_rss, 1)}
     record_file.write_text(json.dumps(record, indent=1))
     return record
+
+
+def user_values(run_dir: Path, data_dir: Path) -> dict[str, torch.Tensor]:
+    """The per-user test values of the model saved in `run_dir` (each of `REPORTED`, the reciprocal rank for MRR;
+    `[num_users]` in the order of the test split of `data_dir`): read from `run_dir` + `USERS_SUFFIX`, else the test
+    split ranked again as `hf_sasrec.sft` ranked it (`evaluate_users`: full ranking, the run's `exclude_history` and
+    `max_length`) and written there. Raises `RuntimeError` when the saved model does not load exactly (a run of
+    code whose modules have changed since)."""
+    cache = run_dir.with_suffix(USERS_SUFFIX)
+    if cache.exists():
+        stored = json.loads(cache.read_text())
+        return {name: torch.tensor(values, dtype=torch.double) for name, values in stored.items()}
+    model, info = AutoModelForCausalLM.from_pretrained(run_dir, output_loading_info=True)
+    mismatched = {key: sorted(map(str, info[key])) for key in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if any(mismatched.values()):
+        raise RuntimeError(f"{run_dir} does not load exactly: {mismatched}")
+    run_info = json.loads((run_dir / "run_info.json").read_text())
+    test = drop_short_rows(load_processed_data(str(data_dir))[0]["test"], "test")
+    values, _, _ = evaluate_users(
+        model.eval(),
+        test,
+        k_values=(10,),
+        exclude_history=run_info["exclude_history"],
+        max_length=run_info["max_length"],
+    )
+    values = {name: values[name] for name in REPORTED}
+    cache.write_text(json.dumps({name: per_user.tolist() for name, per_user in values.items()}))
+    return values
+
+
+def user_intervals(arm: str, seed: int, inputs: Inputs, record: dict) -> dict[str, float]:
+    """The 95% intervals over users of the run of `arm` and `seed` whose record is `record`: `{name}_ci95` for each
+    of `REPORTED` and, but for `BASE_ARM`, the paired change against `BASE_ARM`'s run of the same seed on the same
+    users, `{name}_vs_id` and `{name}_vs_id_ci95` (`hf_sasrec.evaluation.mean_with_interval` and
+    `paired_difference`), and `test_users`, their number. Empty, logged, when the run's saved model cannot be ranked
+    again; without the paired change when the base run's cannot."""
+    try:
+        values = user_values(inputs.runs_dir / f"{arm}-seed{seed}", inputs.data_dir)
+    except (OSError, RuntimeError) as error:
+        logger.warning("%s seed %d: no per-user values (%s)", arm, seed, error)
+        return {}
+    intervals = {"test_users": len(values["ndcg@10"])}
+    for name in REPORTED:
+        mean, intervals[f"{name}_ci95"] = mean_with_interval(values[name])
+        if not math.isclose(mean, record[name], rel_tol=1e-6, abs_tol=1e-9):
+            logger.warning("%s seed %d: %s %.6f ranked again, %.6f in the run", arm, seed, name, mean, record[name])
+    if arm == BASE_ARM:
+        return intervals
+    try:
+        base = user_values(inputs.runs_dir / f"{BASE_ARM}-seed{seed}", inputs.data_dir)
+    except (OSError, RuntimeError) as error:
+        logger.warning("%s seed %d: no paired change against %s (%s)", arm, seed, BASE_ARM, error)
+        return intervals
+    for name in REPORTED:
+        intervals[f"{name}_vs_id"], intervals[f"{name}_vs_id_ci95"] = paired_difference(values[name], base[name])
+    return intervals
+
+
+def seeds_interval(half_widths: list[float]) -> float:
+    """The half-width of the 95% interval of the mean of independent estimates, one a seed, whose own half-widths
+    are `half_widths`: `sqrt(sum h_i^2) / n`."""
+    return math.sqrt(sum(half_width**2 for half_width in half_widths)) / len(half_widths)
 
 
 def time_training_steps(model: torch.nn.Module, batch: dict[str, torch.Tensor], steps: int, warmup: int = 5) -> float:
@@ -375,8 +447,26 @@ def semantic_ids_lines(report: dict | None) -> list[str]:
     return [*lines, ""]
 
 
-def target_lines(summary: dict) -> list[str]:
-    """Issue 13's accuracy targets against the `id` arm, met or not."""
+def paired_change(records: list[dict], arm: str, name: str) -> tuple[float, float, int] | None:
+    """`arm`'s paired change of `name` against `BASE_ARM`, the mean over its seeds that have one, with the half-width
+    of its 95% interval (`seeds_interval`) and the number of those seeds; `None` without any."""
+    runs = [record for record in records if record["arm"] == arm and f"{name}_vs_id" in record]
+    if not runs:
+        return None
+    change = statistics.fmean(record[f"{name}_vs_id"] for record in runs)
+    return change, seeds_interval([record[f"{name}_vs_id_ci95"] for record in runs]), len(runs)
+
+
+def paired_text(paired: tuple[float, float, int] | None) -> str:
+    """A paired change as `+0.0121 ± 0.0080`, `*` after it when its interval excludes 0; `–` for none."""
+    if paired is None:
+        return "–"
+    change, half_width, _ = paired
+    return f"{change:+.4f} ± {half_width:.4f}" + (" *" if abs(change) > half_width else "")
+
+
+def target_lines(summary: dict, records: list[dict]) -> list[str]:
+    """Issue 13's accuracy targets against the `id` arm, met or not, with the paired changes."""
     if "id" not in summary:
         return []
     base = summary["id"]["ndcg@10"][0]
@@ -385,12 +475,57 @@ def target_lines(summary: dict) -> list[str]:
         ndcg = summary["id+features"]["ndcg@10"][0]
         verdict = "met" if ndcg >= 1.05 * base else "not met"
         lines.append(
-            f"- id+features NDCG@10 ≥ id + 5% (≥ {1.05 * base:.4f}): {ndcg:.4f} ({ndcg / base - 1:+.1%}), {verdict}."
+            f"- id+features NDCG@10 ≥ id + 5% (≥ {1.05 * base:.4f}): {ndcg:.4f} ({ndcg / base - 1:+.1%}; paired "
+            f"change {paired_text(paired_change(records, 'id+features', 'ndcg@10'))}), {verdict}."
         )
     if "codes" in summary:
         ndcg = summary["codes"]["ndcg@10"][0]
-        lines.append(f"- codes only vs id only, NDCG@10: {ndcg:.4f} vs {base:.4f} ({ndcg / base - 1:+.1%}).")
+        lines.append(
+            f"- codes only vs id only, NDCG@10: {ndcg:.4f} vs {base:.4f} ({ndcg / base - 1:+.1%}; paired change "
+            f"{paired_text(paired_change(records, 'codes', 'ndcg@10'))})."
+        )
     return lines
+
+
+def interval_lines(records: list[dict]) -> list[str]:
+    """The intervals over users: per arm, the mean over seeds of each run's 95% interval half-width and the paired
+    change against `BASE_ARM`; then per run. Empty when no run has per-user values."""
+    runs = [record for record in records if "ndcg@10_ci95" in record]
+    if not runs:
+        return []
+    users = "/".join(str(count) for count in dict.fromkeys(record["test_users"] for record in runs))
+    header = " | ".join(f"{name.upper()} | vs id" for name in REPORTED)
+    lines = [
+        "## Intervals over users",
+        "",
+        f"Each run's 95% interval over its {users} test users (normal approximation, "
+        "`hf_sasrec.evaluation.mean_with_interval`) and the paired change of each arm against the `id` run of the "
+        "same seed on the same users (`paired_difference`: the per-user differences' mean and interval). Per arm: "
+        "the mean over seeds, `users ±` the mean half-width over seeds, and the paired change's mean over seeds "
+        "with the interval of a mean of independent estimates (`sqrt(sum h_i^2) / n`); `*`: its interval excludes "
+        "0. The per-user values are the test split ranked again from the saved model, as `hf_sasrec.sft` ranked it.",
+        "",
+        f"| arm | runs | {header} |",
+        "| --- " * (2 * len(REPORTED) + 2) + "|",
+    ]
+    for arm in dict.fromkeys(record["arm"] for record in runs):
+        arm_runs = [record for record in runs if record["arm"] == arm]
+        cells = [arm, str(len(arm_runs))]
+        for name in REPORTED:
+            mean = statistics.fmean(record[name] for record in arm_runs)
+            half_width = statistics.fmean(record[f"{name}_ci95"] for record in arm_runs)
+            cells += [f"{mean:.4f} (users ± {half_width:.4f})", paired_text(paired_change(arm_runs, arm, name))]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Per run (± its interval over users):", "", f"| arm | seed | {header} |"]
+    lines.append("| --- " * (2 * len(REPORTED) + 2) + "|")
+    for record in runs:
+        cells = [record["arm"], str(record["seed"])]
+        for name in REPORTED:
+            cells.append(f"{record[name]:.4f} ± {record[f'{name}_ci95']:.4f}")
+            paired = (record[f"{name}_vs_id"], record[f"{name}_vs_id_ci95"], 1) if f"{name}_vs_id" in record else None
+            cells.append(paired_text(paired))
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def markdown(records: list[dict], inputs: Inputs, costs: dict, command: str, code: str) -> str:
@@ -423,8 +558,9 @@ def markdown(records: list[dict], inputs: Inputs, costs: dict, command: str, cod
         "",
         "Issue 13 targets (every test target is a warm item: no item is held out of training):",
         "",
-        *target_lines(summary),
+        *target_lines(summary, records),
         "",
+        *interval_lines(records),
         "## Semantic ids (RQ-VAE on the title text)",
         "",
     ]
@@ -573,12 +709,15 @@ def main() -> None:
     else:
         inputs = prepare(work)
         inputs_by_seed = dict.fromkeys(args.seeds, inputs)
-        arms = [arm for arm in args.arms or ARMS if inputs.codes_dir is not None or "{codes}" not in ARMS[arm]]
+        chosen = args.arms or ARMS  # in the order of ARMS: the base arm first, whose runs the others pair with
+        arms = [arm for arm in ARMS if arm in chosen and (inputs.codes_dir is not None or "{codes}" not in ARMS[arm])]
     records = []
     for arm in arms:
         for seed, inputs in inputs_by_seed.items():
             inputs.runs_dir.mkdir(parents=True, exist_ok=True)
             record = train(arm, seed, inputs, args.reuse_runs, code)
+            if not cold:
+                record |= user_intervals(arm, seed, inputs, record)
             logger.info("%s seed %d: NDCG@10 %.4f", arm, seed, record["ndcg@10"])
             if not record.get("reused"):
                 with output.open("a") as file:
