@@ -5,8 +5,9 @@
 
 Each run is `python -m hf_sasrec.sft --config CONFIG.yaml --model_type=... --loss_type=... --num_train_epochs=...` in
 a subprocess (`--extra key=value ...` adds `--key=value` to every run); its metrics (test split, the dataset's
-protocol), epochs and wall time are appended to `benchmarks/results/train_{dataset}.jsonl` as soon as it ends, so
-finished runs survive an interrupted benchmark.
+protocol, each test metric with its `_ci95`: the half-width of its 95% interval over the test users), epochs and wall
+time are appended to `benchmarks/results/train_{dataset}.jsonl` as soon as it ends, so finished runs survive an
+interrupted benchmark.
 """
 
 import argparse
@@ -55,10 +56,14 @@ def run_one(dataset: str, model_type: str, loss_type: str, extra: list[str], tag
         **record,
         "protocol": protocol,
         "hr@10": metrics[f"test_{protocol}/hr@10"],
+        "hr@10_ci95": metrics.get(f"test_{protocol}/hr@10_ci95"),
         "ndcg@10": metrics[f"test_{protocol}/ndcg@10"],
+        "ndcg@10_ci95": metrics.get(f"test_{protocol}/ndcg@10_ci95"),
         "valid_ndcg@10": metrics[f"valid_{protocol}/ndcg@10"],
         "full_hr@10": metrics.get("test_full/hr@10"),
+        "full_hr@10_ci95": metrics.get("test_full/hr@10_ci95"),
         "full_ndcg@10": metrics.get("test_full/ndcg@10"),
+        "full_ndcg@10_ci95": metrics.get("test_full/ndcg@10_ci95"),
         "epochs": metrics["epochs"],
         "best_epoch": next(
             (e["epoch"] for e in state["log_history"] if e.get(f"eval_{protocol}/ndcg@10") == state["best_metric"]),

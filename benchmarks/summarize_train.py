@@ -7,7 +7,9 @@ overrides, loss and kind of batches, ordered by variant, overrides, loss and bat
 overrides of its command), loss, batches (random or length-bucketed, read from the record's command), test HR@10 and
 NDCG@10 under the dataset's protocol (Games: `sampled`, with the `full` figures beside; Beauty: `full`), epochs,
 best epoch, wall time, and NDCG@10 relative to `--baseline-ndcg` (default: the paper's 0.5360 on Games, the best
-`sasrec` + `bce` record elsewhere).
+`sasrec` + `bce` record elsewhere). An HR@10 or NDCG@10 cell reads `value ± half-width of its 95% interval over the
+test users` when the record holds that interval (`hr@10_ci95` etc.; records made before `bench_train.py` kept them
+have the value alone).
 """
 
 import argparse
@@ -44,6 +46,12 @@ def latest_per_run_kind(records: list[dict]) -> list[dict]:
     return [latest[key] for key in keys]
 
 
+def cell(record: dict, metric: str) -> str:
+    """`metric`'s value, with `± {metric}_ci95` when the record has the interval."""
+    ci95 = record.get(f"{metric}_ci95")
+    return f"{record[metric]:.4f}" + (f" ± {ci95:.4f}" if ci95 is not None else "")
+
+
 def table(records: list[dict], baseline: float, with_full: bool) -> str:
     """`with_full`: add the `full`-ranking figures of runs whose main protocol is `sampled`."""
     full_columns = ["full HR@10", "full NDCG@10"] if with_full else []
@@ -53,9 +61,9 @@ def table(records: list[dict], baseline: float, with_full: bool) -> str:
     for record in records:
         variant = " ".join([f"`{record['model_type']}`", model_overrides(record)]).strip()
         cells = [variant, f"`{record['loss_type']}`", batches_of(record)]
-        cells += [f"{record['hr@10']:.4f}", f"{record['ndcg@10']:.4f}", f"{record['ndcg@10'] / baseline - 1:+.1%}"]
+        cells += [cell(record, "hr@10"), cell(record, "ndcg@10"), f"{record['ndcg@10'] / baseline - 1:+.1%}"]
         if with_full:
-            cells += [f"{record['full_hr@10']:.4f}", f"{record['full_ndcg@10']:.4f}"]
+            cells += [cell(record, "full_hr@10"), cell(record, "full_ndcg@10")]
         cells += [f"{record['epochs']:g}", f"{record['best_epoch']:g}", f"{record['wall_s'] / 60:.0f} min"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
