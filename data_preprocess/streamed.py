@@ -229,9 +229,9 @@ def _filter_part(path: Path, options: _Options, has_ratings: bool, dropped: Coun
     return filter_until_stable(frame, None, options.dedup_consecutive, dropped)
 
 
-def _k_core(paths: list[Path], k: int, dedup: bool, num_items: int, dropped: Counter[str]) -> None:
+def _k_core(paths: list[Path], k: int, dedup: bool, num_items: int, dropped: Counter[str]) -> np.ndarray:
     """`filter_until_stable`'s k-core over all parts: dedup, drop rare items (global counts), then rare users (each
-    user is in one part), until a round drops nothing."""
+    user is in one part), until a round drops nothing; returns the item counts of that last round (the final ones)."""
     while True:
         before, counts = 0, np.zeros(num_items, np.int64)
         for path in paths:
@@ -254,7 +254,7 @@ def _k_core(paths: list[Path], k: int, dedup: bool, num_items: int, dropped: Cou
             _write_part(frame, path)
             after += len(frame)
         if after == before:
-            return
+            return counts
 
 
 def _sequences(frame: pd.DataFrame, user_keys: np.ndarray, token_of_code: np.ndarray, has_timestamps: bool):
@@ -329,10 +329,10 @@ def _filter_parts(paths: list[Path], spill: _Spill, options: _Options, dropped: 
         for path in paths:
             frame = _filter_part(path, options, spill.has_ratings, part_drops)
             _write_part(frame, path)
-            counts += np.bincount(frame["item_code"].to_numpy(), minlength=num_items)
+            if not options.k_core:
+                counts += np.bincount(frame["item_code"].to_numpy(), minlength=num_items)
         if options.k_core:
-            _k_core(paths, options.k_core, options.dedup_consecutive, num_items, part_drops)
-            counts = sum(np.bincount(_read_part(path)["item_code"], minlength=num_items) for path in paths)
+            counts = _k_core(paths, options.k_core, options.dedup_consecutive, num_items, part_drops)
     for reason, count in sorted(part_drops.items()):
         record_drops(dropped, reason, count, "all parts")
     return counts
