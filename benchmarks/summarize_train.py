@@ -4,11 +4,11 @@
 
 One row per record that finished, in file order (with `--latest`: only the last record of each variant, model
 overrides, loss and kind of batches, ordered by variant, overrides, loss and batches): variant (with the model config
-overrides of its command), loss, batches (random or length-bucketed, read from the record's command), test HR@10 and
-NDCG@10 under the dataset's protocol (Games: `sampled`, with the `full` figures beside; Beauty: `full`), epochs,
-best epoch, wall time, and NDCG@10 relative to `--baseline-ndcg` (default: the paper's 0.5360 on Games, the best
-`sasrec` + `bce` record elsewhere). An HR@10 or NDCG@10 cell reads `value ± half-width of its 95% interval over the
-test users` when the record holds that interval (`hr@10_ci95` etc.; records made before `bench_train.py` kept them
+overrides of its command), loss, batches (random, length-bucketed or streamed, read from the record's command), test
+HR@10 and NDCG@10 under the dataset's protocol (Games: `sampled`, with the `full` figures beside; Beauty: `full`),
+epochs, best epoch, wall time, and NDCG@10 relative to `--baseline-ndcg` (default: the paper's 0.5360 on Games, the
+best `sasrec` + `bce` record elsewhere). An HR@10 or NDCG@10 cell reads `value ± half-width of its 95% interval over
+the test users` when the record holds that interval (`hr@10_ci95` etc.; records made before `bench_train.py` kept them
 have the value alone).
 """
 
@@ -25,8 +25,11 @@ MODEL_FIELDS = {name for config, *_ in hf_sasrec.VARIANTS.values() for name in c
 
 
 def batches_of(record: dict) -> str:
-    """Bucketed runs name the strategy on their command line or, when their YAML sets it, use `--tag _bucketed`."""
+    """Bucketed runs name the strategy on their command line or, when their YAML sets it, use `--tag _bucketed`;
+    streamed runs (`streaming=true`, bucketed in the shuffle buffer) are a kind of their own."""
     command = record.get("command", "")
+    if "streaming=true" in command:
+        return "streamed"
     return "bucketed" if "train_sampling_strategy=group_by_length" in command or "_bucketed" in command else "random"
 
 

@@ -109,14 +109,18 @@ def full_softmax_loss(
     `[num_targets]`. With `chunk_size` smaller than the catalog, the same loss and gradients come from
     [`ChunkedCrossEntropy`], which never holds the `[num_targets, num_items]` logits."""
     candidates = item_weight[num_special_tokens:]
-    excluded = None if excluded_items is None else excluded_items[num_special_tokens:]
     if chunk_size is not None and chunk_size < len(candidates):
-        # float32 and outside autocast, so that the backward's recomputed scores are those of the forward
+        # The whole table, its special tokens excluded, rather than the `candidates` slice: the gradient of a slice
+        # is copied into a second table-sized tensor. float32 and outside autocast, so that the backward's
+        # recomputed scores are those of the forward.
+        excluded = torch.zeros(len(item_weight), dtype=torch.bool, device=item_weight.device)
+        if excluded_items is not None:
+            excluded |= excluded_items
+        excluded[:num_special_tokens] = True
         with torch.autocast(device_type=hidden.device.type, enabled=False):
-            per_target = ChunkedCrossEntropy.apply(
-                hidden.float(), candidates.float(), targets - num_special_tokens, chunk_size, excluded
-            )
+            per_target = ChunkedCrossEntropy.apply(hidden.float(), item_weight.float(), targets, chunk_size, excluded)
         return average_over_targets(per_target, num_items_in_batch)
+    excluded = None if excluded_items is None else excluded_items[num_special_tokens:]
     logits = hidden @ candidates.T
     if excluded is not None:
         logits = logits.masked_fill(excluded, float("-inf"))
@@ -143,8 +147,10 @@ def sampled_softmax_loss(
     """
     vocab_size = item_weight.shape[0]
     negatives = sample_items((num_negatives,), num_special_tokens, vocab_size, sampler, hidden.device)
-    positive_logits = (hidden * item_weight[targets]).sum(-1, keepdim=True)
-    negative_logits = hidden @ item_weight[negatives].T
+    # One lookup for both: each indexing of the table makes its backward build a table-sized gradient.
+    positive_rows, negative_rows = item_weight[torch.cat([targets, negatives])].split([len(targets), num_negatives])
+    positive_logits = (hidden * positive_rows).sum(-1, keepdim=True)
+    negative_logits = hidden @ negative_rows.T
     if logq_correction:
         expected_count = math.log(num_negatives) + sampling_log_prob(
             negatives, num_special_tokens, vocab_size, sampler
@@ -223,8 +229,9 @@ def binary_cross_entropy_loss(
         fresh = sample_items(shape, num_special_tokens, vocab_size, "uniform", device)
         negatives = torch.where(collides, fresh, negatives)
     hidden = hidden_states[mask]
-    positive_logits = (hidden * item_weight[shift_labels[mask]]).sum(-1).float()
-    negative_logits = (hidden * item_weight[negatives[mask]]).sum(-1).float()
+    positive_rows, negative_rows = item_weight[torch.cat([shift_labels[mask], negatives[mask]])].chunk(2)
+    positive_logits = (hidden * positive_rows).sum(-1).float()
+    negative_logits = (hidden * negative_rows).sum(-1).float()
     negative_loss = F.binary_cross_entropy_with_logits(
         negative_logits, torch.zeros_like(negative_logits), reduction="none"
     )

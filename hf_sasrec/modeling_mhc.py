@@ -51,9 +51,10 @@ class MHCHyperConnection(nn.Module):
         self.sinkhorn_iters = config.sinkhorn_iters
         self.norm = SASRecRMSNorm(n * config.hidden_size, eps=config.rms_norm_eps)
         self.dynamic_proj = nn.Linear(n * config.hidden_size, 2 * n + n * n, bias=False)
-        self.gate_pre = nn.Parameter(torch.empty(()))
-        self.gate_post = nn.Parameter(torch.empty(()))
-        self.gate_res = nn.Parameter(torch.empty(()))
+        # The gates are scalars held as 1-element vectors: FSDP2 (`fully_shard`) shards no 0-d parameter.
+        self.gate_pre = nn.Parameter(torch.empty(1))
+        self.gate_post = nn.Parameter(torch.empty(1))
+        self.gate_res = nn.Parameter(torch.empty(1))
         self.static_pre = nn.Parameter(torch.empty(n))
         self.static_post = nn.Parameter(torch.empty(n))
         self.static_res = nn.Parameter(torch.empty(n, n))

@@ -67,14 +67,14 @@ def test_two_processes_see_different_users_and_save_once(tmp_path, launcher, sam
 
 
 @pytest.mark.ddp
-@pytest.mark.parametrize("variant", ["sasrec", "sasrec_rope"])
+@pytest.mark.parametrize("variant", ["sasrec", "sasrec_rope", "mhc"])
 def test_fsdp_shards_the_item_table_and_trains_as_one_process(tmp_path, variant):
     """torch's FSDP2 (`fully_shard` on each block and on the model, gloo) over 2 processes, each on half of every
     global batch: each process holds half the item table's rows, and the losses and trained weights equal those of
     one process on the whole batches. (`--fsdp` through Trainer is not this: on CPU accelerate keeps DDP, README
     "Scaling out".) The full softmax: a sampled loss draws its negatives in each process, so it cannot match one
     process draw for draw, and `sasrec_moe`'s load-balancing loss reads the router statistics of each process's
-    half batch. `mhc` is refused by `fully_shard`: its gates are 0-d parameters."""
+    half batch."""
     run_to_completion([*TORCHRUN, str(TESTS / "fsdp_worker.py"), str(tmp_path), variant, "ce"])
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     for step in range(STEPS):
