@@ -59,7 +59,8 @@ class RetrievalConfig:
         hnsw_ef_construction: candidate list size while building the HNSW graph.
         hnsw_ef_search: candidate list size while searching (raised to the number of results asked for).
         ivf_nlist: k-means cells of the IVF index; `None` gives `sqrt(num_items)`.
-        ivf_nprobe: cells visited per query.
+        ivf_nprobe: cells visited per query. The IVF index holds each item vector with one more coordinate that
+            gives every vector the same norm (see [`with_norm_coordinate`]); scores are unchanged.
         target_recall: `"auto"`: the recall@10 against exact search to reach.
         exact_max_items: `"auto"`: catalogs up to this size get the exact index.
         use_gpu: move `"flat"` and `"ivf"` indexes to the GPU; `None` does so when faiss-gpu sees a GPU. Faiss has
@@ -119,6 +120,26 @@ def item_rows(item_embeddings: torch.Tensor, num_special_tokens: int) -> np.ndar
     return np.ascontiguousarray(rows.numpy())
 
 
+def norm_bound_of(rows: np.ndarray) -> float:
+    """The largest norm of `rows` `[num_items, hidden]`: the norm every row gets in [`with_norm_coordinate`]."""
+    return float(np.sqrt(np.square(rows, dtype=np.float64).sum(1).max()))
+
+
+def with_norm_coordinate(rows: np.ndarray, norm_bound: float) -> np.ndarray:
+    """`rows` `[num_items, hidden]` with one more coordinate, `sqrt(norm_bound² - |row|²)` (0 for a row longer than
+    `norm_bound`), `[num_items, hidden + 1]`.
+
+    Every row then has the norm `norm_bound`, and a query whose extra coordinate is 0 keeps its inner product with
+    every row, so the items of largest inner product are the query's nearest neighbours: the reduction of
+    inner-product search to nearest-neighbour search (Bachrach et al., 2014), which is what k-means cells partition
+    well. A trained model gives its popular items vectors many times longer than the rest; without the extra
+    coordinate, IVF puts them in cells by direction among the short ones and the cells a query visits miss them.
+    """
+    squared = np.square(rows, dtype=np.float64).sum(1)
+    extra = np.sqrt(np.clip(norm_bound**2 - squared, 0.0, None))[:, None]
+    return np.ascontiguousarray(np.hstack([rows, extra]), dtype=np.float32)
+
+
 def embedding_fingerprint(item_embeddings: torch.Tensor) -> str:
     """SHA-256 of the float32 item embeddings `[vocab, hidden]`: changes whenever any weight changes."""
     weights = np.ascontiguousarray(item_embeddings.detach().to("cpu", torch.float32).numpy())
@@ -157,21 +178,25 @@ def verified_index_bytes(directory: Path, recorded: dict) -> bytes:
     return data
 
 
-def parse_index(data: bytes, path: Path, num_items: int, hidden: int) -> faiss.Index:
-    """The Faiss index of verified bytes; `InvalidIndexError` unless it holds `num_items` vectors of size `hidden`."""
+def parse_index(data: bytes, path: Path, num_items: int, hidden: int, norm_coordinate: bool) -> faiss.Index:
+    """The Faiss index of verified bytes; `InvalidIndexError` unless it holds `num_items` vectors of size `hidden`
+    (one more with the `norm_coordinate`)."""
     try:
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except RuntimeError as error:
         raise InvalidIndexError(f"Faiss cannot read {path}: {str(error).strip().splitlines()[-1]}") from error
-    if index.ntotal != num_items or index.d != hidden:
+    if index.ntotal != num_items or index.d != hidden + norm_coordinate:
+        widened = " (plus the norm coordinate)" if norm_coordinate else ""
         raise InvalidIndexError(
-            f"{path} holds {index.ntotal} vectors of size {index.d}; the model has {num_items} items of size {hidden}."
+            f"{path} holds {index.ntotal} vectors of size {index.d}; the model has {num_items} items of size "
+            f"{hidden}{widened}."
         )
     return index
 
 
 def new_faiss_index(rows: np.ndarray, config: RetrievalConfig) -> faiss.Index:
-    """An empty (but trained) inner-product index of `config.index_type` for `rows` `[num_items, hidden]`."""
+    """An empty (but trained) inner-product index of `config.index_type` for `rows` `[num_items, width]` (for IVF,
+    rows with their norm coordinate: see [`with_norm_coordinate`])."""
     hidden = rows.shape[1]
     if config.index_type == "flat":
         return faiss.IndexFlatIP(hidden)
@@ -184,6 +209,29 @@ def new_faiss_index(rows: np.ndarray, config: RetrievalConfig) -> faiss.Index:
     index.train(rows)
     index.nprobe = config.ivf_nprobe
     return index
+
+
+def filled_index(rows: np.ndarray, config: RetrievalConfig) -> tuple[faiss.Index, float | None]:
+    """An index of `config.index_type` holding `rows` `[num_items, hidden]`, and the norm bound of its rows: IVF
+    holds them with their norm coordinate ([`with_norm_coordinate`]); the other types hold them as they are (`None`).
+    """
+    if config.index_type != "ivf":
+        index = new_faiss_index(rows, config)
+        index.add(rows)
+        return index, None
+    norm_bound = norm_bound_of(rows)
+    widened = with_norm_coordinate(rows, norm_bound)
+    index = new_faiss_index(widened, config)
+    index.add(widened)
+    return index, norm_bound
+
+
+def as_queries(user_states: np.ndarray, index: faiss.Index) -> np.ndarray:
+    """`user_states` `[batch, hidden]` as queries of `index`: with a 0 coordinate appended when the index holds item
+    vectors with their norm coordinate (one wider than the states), which leaves every inner product unchanged."""
+    if index.d == user_states.shape[1] + 1:
+        user_states = np.hstack([user_states, np.zeros((len(user_states), 1), dtype=user_states.dtype)])
+    return np.ascontiguousarray(user_states, dtype=np.float32)
 
 
 def default_tuning_queries(rows: np.ndarray, count: int = 1000, seed: int = 0) -> np.ndarray:
@@ -200,8 +248,9 @@ def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
 
 def auto_index(
     rows: np.ndarray, config: RetrievalConfig, queries: np.ndarray | None = None
-) -> tuple[faiss.Index, RetrievalConfig, float]:
-    """The index `"auto"` resolves to for `rows` `[num_items, hidden]` (filled), its config and its recall@10.
+) -> tuple[faiss.Index, RetrievalConfig, float, float | None]:
+    """The index `"auto"` resolves to for `rows` `[num_items, hidden]` (filled), its config, its recall@10 and the
+    norm bound of its rows (see [`filled_index`]).
 
     Up to `config.exact_max_items` items: exact (recall 1). Above: IVF over `nlist_for(num_items)` cells with the
     fewest cells visited (`nprobe`) whose recall@10 of the tuning `queries` `[count, hidden]` (default
@@ -212,16 +261,16 @@ def auto_index(
     if len(rows) <= config.exact_max_items:
         index = faiss.IndexFlatIP(rows.shape[1])
         index.add(rows)
-        return index, dataclasses.replace(config, index_type="flat"), 1.0
+        return index, dataclasses.replace(config, index_type="flat"), 1.0, None
     queries = default_tuning_queries(rows) if queries is None else np.ascontiguousarray(queries, dtype=np.float32)
     _, truth = faiss.knn(queries, rows, RECALL_AT, metric=faiss.METRIC_INNER_PRODUCT)  # no second copy of rows
     ivf = dataclasses.replace(config, index_type="ivf")
-    index = new_faiss_index(rows, ivf)
-    index.add(rows)
+    index, norm_bound = filled_index(rows, ivf)
     nlist = ivf.nlist_for(len(rows))
+    index_queries = as_queries(queries, index)
 
     def recall_with(nprobe: int) -> float:
-        _, found = index.search(queries, RECALL_AT, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        _, found = index.search(index_queries, RECALL_AT, params=faiss.SearchParametersIVF(nprobe=nprobe))
         return recall_at(found, truth)
 
     short, nprobe = 0, 1
@@ -238,7 +287,7 @@ def auto_index(
             short = middle
     index.nprobe = nprobe
     logger.info("auto index: IVF of %d cells, nprobe %d, tuned recall@10 %.4f", nlist, nprobe, recall)
-    return index, dataclasses.replace(ivf, ivf_nprobe=nprobe), recall
+    return index, dataclasses.replace(ivf, ivf_nprobe=nprobe), recall, norm_bound
 
 
 def to_device(index: faiss.Index, config: RetrievalConfig) -> faiss.Index:
@@ -283,8 +332,10 @@ class ItemIndex:
         fingerprint: str,
         requested: RetrievalConfig | None = None,
         tuned_recall: float | None = None,
+        norm_bound: float | None = None,
     ) -> None:
         self.index = index
+        self.norm_bound = norm_bound  # IVF: the norm its rows were widened to (see `with_norm_coordinate`)
         self.config = config  # what the index is; `requested` is what was asked for (an `"auto"` config)
         self.requested = requested or config
         self.tuned_recall = tuned_recall
@@ -305,19 +356,33 @@ class ItemIndex:
         rows = item_rows(item_embeddings, num_special_tokens)
         fingerprint = embedding_fingerprint(item_embeddings)
         if requested.index_type == "auto":
-            index, config, recall = auto_index(rows, requested, tuning_queries)
-            return cls(to_device(index, config), config, num_special_tokens, fingerprint, requested, recall)
-        index = new_faiss_index(rows, requested)
-        index.add(rows)
-        return cls(to_device(index, requested), requested, num_special_tokens, fingerprint)
+            index, config, recall, norm_bound = auto_index(rows, requested, tuning_queries)
+            index = to_device(index, config)
+            return cls(index, config, num_special_tokens, fingerprint, requested, recall, norm_bound)
+        index, norm_bound = filled_index(rows, requested)
+        return cls(to_device(index, requested), requested, num_special_tokens, fingerprint, norm_bound=norm_bound)
 
     def add_items(self, item_embeddings: torch.Tensor) -> None:
         """Add the items of `item_embeddings` (`[vocab, hidden]`, the grown output layer) beyond those indexed, and
-        take its fingerprint. The rows already indexed must be unchanged (new items do not move the others)."""
+        take its fingerprint. The rows already indexed must be unchanged (new items do not move the others). In an
+        IVF index, a new item longer than the norm bound the index was built with keeps its exact scores but is
+        placed in a cell by direction only (logged with a count); rebuild the index when many are."""
         rows = item_rows(item_embeddings, self.num_special_tokens)
         if len(rows) < self.num_items:
             raise ValueError(f"{len(rows)} items, fewer than the {self.num_items} already indexed.")
-        self.index.add(np.ascontiguousarray(rows[self.num_items :]))
+        new_rows = np.ascontiguousarray(rows[self.num_items :])
+        if self.norm_bound is not None:
+            longer = int((np.square(new_rows, dtype=np.float64).sum(1) > self.norm_bound**2).sum())
+            if longer:
+                logger.warning(
+                    "%d of %d new items are longer than the index's norm bound %.4g: their scores stay exact, their "
+                    "cells are chosen by direction only; rebuild the index if recall matters for them.",
+                    longer,
+                    len(new_rows),
+                    self.norm_bound,
+                )
+            new_rows = with_norm_coordinate(new_rows, self.norm_bound)
+        self.index.add(new_rows)
         self.fingerprint = embedding_fingerprint(item_embeddings)
 
     @property
@@ -356,7 +421,7 @@ class ItemIndex:
             raise ValueError(f"k must lie in [1, {self.num_items}] (the number of indexed items), got {k}.")
         if exclude is not None and len(exclude) != len(user_states):
             raise ValueError(f"exclude has {len(exclude)} rows for {len(user_states)} users.")
-        queries = np.ascontiguousarray(user_states.detach().to("cpu", torch.float32).numpy())
+        queries = as_queries(user_states.detach().to("cpu", torch.float32).numpy(), self.index)
         widest = max((len(row) for row in exclude), default=0) if exclude is not None else 0
         fetch = min(k + widest, self.num_items)
         scores, rows = self.index.search(queries, fetch, params=self.search_params(fetch))
@@ -383,6 +448,7 @@ class ItemIndex:
             "config": index_fields(self.config),
             "requested": index_fields(self.requested),
             "tuned_recall": self.tuned_recall,
+            "norm_bound": self.norm_bound,
             "fingerprint": self.fingerprint,
             "num_items": self.num_items,
             "num_special_tokens": self.num_special_tokens,
@@ -422,7 +488,8 @@ class ItemIndex:
             )
         data = verified_index_bytes(directory, metadata["index_file"])
         vocab, hidden = item_embeddings.shape
-        index = parse_index(data, directory / INDEX_FILE, vocab - num_special_tokens, hidden)
+        norm_bound = metadata.get("norm_bound")  # absent from indexes saved before IVF held the norm coordinate
+        index = parse_index(data, directory / INDEX_FILE, vocab - num_special_tokens, hidden, norm_bound is not None)
         try:
             saved_config = RetrievalConfig(**metadata["config"], use_gpu=config.use_gpu if config else None)
             requested = RetrievalConfig(**metadata.get("requested", metadata["config"]), use_gpu=saved_config.use_gpu)
@@ -435,6 +502,7 @@ class ItemIndex:
             fingerprint,
             requested,
             metadata.get("tuned_recall"),
+            norm_bound,
         )
 
 

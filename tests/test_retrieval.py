@@ -4,6 +4,7 @@ import json
 import logging
 from dataclasses import replace
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -165,7 +166,7 @@ def another_index_with_a_metadata_that_agrees(directory, weights):
     metadata = json.loads((directory / INDEX_METADATA_FILE).read_text())
     metadata["index_file"] = json.loads((directory / "other" / INDEX_METADATA_FILE).read_text())["index_file"]
     (directory / INDEX_METADATA_FILE).write_text(json.dumps(metadata))
-    return "holds 10 vectors of size 16; the model has 35 items"
+    return "holds 10 vectors of size 17; the model has 35 items of size 16 (plus the norm coordinate)"
 
 
 def a_save_cut_before_its_metadata(directory, weights):
@@ -287,3 +288,39 @@ def test_the_auto_index_reaches_its_recall_target_on_held_out_queries(target, tm
     assert loaded.config == index.config and loaded.tuned_recall == index.tuned_recall
     with pytest.raises(ValueError, match=r"target_recall must lie in \(0, 1\], got 1.5"):
         RetrievalConfig(index_type="auto", target_recall=1.5)
+
+
+def test_ivf_keeps_long_item_vectors_reachable_and_scores_exact(tmp_path, caplog):
+    """A trained table: most items short, a few popular ones long. With every vector widened to one norm, IVF visits
+    the cells that hold the long ones; a plain inner-product IVF over as many cells misses most of them."""
+    generator = torch.Generator().manual_seed(4)
+    embeddings = 0.2 * torch.randn(4000 + NUM_SPECIAL, 16, generator=generator)
+    embeddings[NUM_SPECIAL : NUM_SPECIAL + 40] *= 25  # 40 long vectors, norms ~20 against ~0.8
+    queries = torch.randn(300, 16, generator=generator)
+    config = RetrievalConfig(index_type="ivf", ivf_nlist=64, ivf_nprobe=8)
+    _, exact = ItemIndex.build(embeddings, NUM_SPECIAL).search(queries, 10)
+    index = ItemIndex.build(embeddings, NUM_SPECIAL, config)
+    scores, found = index.search(queries, 10)
+    widened_recall = recall_at_k(found, exact)
+    rows = item_rows(embeddings, NUM_SPECIAL)
+    plain = faiss.IndexIVFFlat(faiss.IndexFlatIP(16), 16, 64, faiss.METRIC_INNER_PRODUCT)
+    plain.train(rows)
+    plain.add(rows)
+    _, plain_rows = plain.search(queries.numpy(), 10, params=faiss.SearchParametersIVF(nprobe=8))
+    plain_recall = recall_at_k(np.where(plain_rows >= 0, plain_rows + NUM_SPECIAL, -1), exact)
+    assert widened_recall >= 0.8 and plain_recall <= 0.6 and widened_recall >= 1.5 * plain_recall
+    # The scores are the inner products of the items found, not distances in the widened space.
+    returned = found >= 0
+    expected = (queries[:, None, :] * embeddings[torch.from_numpy(np.where(returned, found, 0))]).sum(-1).numpy()
+    np.testing.assert_allclose(scores[returned], expected[returned], rtol=1e-5, atol=1e-5)
+    # Saved and loaded, the index keeps its bound; an added item longer than it is still found, with a warning.
+    index.save(tmp_path)
+    loaded = ItemIndex.load(tmp_path, embeddings, NUM_SPECIAL, config)
+    assert loaded.norm_bound == pytest.approx(index.norm_bound)
+    assert np.array_equal(loaded.search(queries, 10)[1], found)
+    grown = torch.cat([embeddings, 2 * index.norm_bound * queries[:1] / queries[0].norm()])
+    with caplog.at_level(logging.WARNING):
+        loaded.add_items(grown)
+    assert "1 of 1 new items are longer than the index's norm bound" in caplog.text
+    scores, ids = loaded.search(queries[:1], 1)
+    assert ids[0, 0] == len(grown) - 1 and scores[0, 0] == pytest.approx(2 * index.norm_bound * queries[0].norm())
