@@ -120,14 +120,15 @@ def item_rows(item_embeddings: torch.Tensor, num_special_tokens: int) -> np.ndar
     return np.ascontiguousarray(rows.numpy())
 
 
-def norm_bound_of(rows: np.ndarray) -> float:
-    """The largest norm of `rows` `[num_items, hidden]`: the norm every row gets in [`with_norm_coordinate`]."""
-    return float(np.sqrt(np.square(rows, dtype=np.float64).sum(1).max()))
+def squared_norms(rows: np.ndarray) -> np.ndarray:
+    """`[num_items]`, the squared norm of each of `rows` `[num_items, hidden]` (float32, without a table-sized
+    temporary)."""
+    return np.einsum("ij,ij->i", rows, rows)
 
 
-def with_norm_coordinate(rows: np.ndarray, norm_bound: float) -> np.ndarray:
-    """`rows` `[num_items, hidden]` with one more coordinate, `sqrt(norm_bound² - |row|²)` (0 for a row longer than
-    `norm_bound`), `[num_items, hidden + 1]`.
+def with_norm_coordinate(rows: np.ndarray, squared: np.ndarray, norm_bound: float) -> np.ndarray:
+    """`rows` `[num_items, hidden]` (their `squared_norms` given) with one more coordinate, `sqrt(norm_bound² -
+    |row|²)` (0 for a row longer than `norm_bound`), `[num_items, hidden + 1]` float32.
 
     Every row then has the norm `norm_bound`, and a query whose extra coordinate is 0 keeps its inner product with
     every row, so the items of largest inner product are the query's nearest neighbours: the reduction of
@@ -135,9 +136,10 @@ def with_norm_coordinate(rows: np.ndarray, norm_bound: float) -> np.ndarray:
     well. A trained model gives its popular items vectors many times longer than the rest; without the extra
     coordinate, IVF puts them in cells by direction among the short ones and the cells a query visits miss them.
     """
-    squared = np.square(rows, dtype=np.float64).sum(1)
-    extra = np.sqrt(np.clip(norm_bound**2 - squared, 0.0, None))[:, None]
-    return np.ascontiguousarray(np.hstack([rows, extra]), dtype=np.float32)
+    widened = np.empty((len(rows), rows.shape[1] + 1), dtype=np.float32)
+    widened[:, :-1] = rows
+    widened[:, -1] = np.sqrt(np.clip(norm_bound**2 - squared, 0.0, None))
+    return widened
 
 
 def embedding_fingerprint(item_embeddings: torch.Tensor) -> str:
@@ -219,8 +221,9 @@ def filled_index(rows: np.ndarray, config: RetrievalConfig) -> tuple[faiss.Index
         index = new_faiss_index(rows, config)
         index.add(rows)
         return index, None
-    norm_bound = norm_bound_of(rows)
-    widened = with_norm_coordinate(rows, norm_bound)
+    squared = squared_norms(rows)
+    norm_bound = float(np.sqrt(squared.max()))
+    widened = with_norm_coordinate(rows, squared, norm_bound)
     index = new_faiss_index(widened, config)
     index.add(widened)
     return index, norm_bound
@@ -372,7 +375,8 @@ class ItemIndex:
             raise ValueError(f"{len(rows)} items, fewer than the {self.num_items} already indexed.")
         new_rows = np.ascontiguousarray(rows[self.num_items :])
         if self.norm_bound is not None:
-            longer = int((np.square(new_rows, dtype=np.float64).sum(1) > self.norm_bound**2).sum())
+            squared = squared_norms(new_rows)
+            longer = int((squared > self.norm_bound**2).sum())
             if longer:
                 logger.warning(
                     "%d of %d new items are longer than the index's norm bound %.4g: their scores stay exact, their "
@@ -381,7 +385,7 @@ class ItemIndex:
                     len(new_rows),
                     self.norm_bound,
                 )
-            new_rows = with_norm_coordinate(new_rows, self.norm_bound)
+            new_rows = with_norm_coordinate(new_rows, squared, self.norm_bound)
         self.index.add(new_rows)
         self.fingerprint = embedding_fingerprint(item_embeddings)
 
