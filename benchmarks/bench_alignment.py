@@ -13,7 +13,9 @@ Under `--work`, each step skipped when its output is already there:
 Every arm is ranked on the test split in this process (`evaluate_users`: full ranking, history excluded) with its
 goal metrics: NDCG@10, HR@10, disliked@10 (the test part of the dislikes), coverage@10, popularity percentile@10
 (novelty: lower is more novel) and diversity@10 over genres, each with its 95% interval over users, and the paired
-difference against the SFT model of the same seed. One JSON line per (arm, seed) goes to
+difference against the SFT model of the same seed; and its separation: how well the arm's demotion of items (the SFT
+score minus the arm's) singles out the held-out dislikes the SFT model ranks high over the user's next item, an AUC
+(`separation`). One JSON line per (arm, seed) goes to
 `benchmarks/results/alignment_ml-100k.jsonl`; the summary (mean ± std over seeds; the mean paired change with the
 interval of the mean of independent seeds, `sqrt(sum h_i^2) / n`) to `alignment_ml-100k.md`.
 
@@ -35,7 +37,7 @@ from transformers import AutoModelForCausalLM
 from data_preprocess.dislikes import load_dislikes
 from hf_sasrec.evaluation import COVERAGE_K, evaluate_users, mean_with_interval, paired_difference
 from hf_sasrec.processed_data import beyond_accuracy_inputs, drop_short_rows, load_processed_data
-from hf_sasrec.reranking import DislikeRatePenalty, DislikeSimilarityPenalty, PopularityPenalty
+from hf_sasrec.reranking import DislikeRatePenalty, DislikeSimilarityPenalty, ExposurePenalty, PopularityPenalty
 
 logger = logging.getLogger("bench_alignment")
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +56,7 @@ ARMS = {
     "dpo-novelty": ("dpo", "train_configs/dpo/novelty.yaml", []),
     "sdpo-novelty": ("dpo", "train_configs/dpo/novelty.yaml", ["--loss_type", "softmax_dpo", "--num_rejected", "8"]),
     "rerank-popularity": ("rerank", "popularity", []),
+    "rerank-exposure": ("rerank", "exposure", []),
 }
 # The validation sweep behind `train_configs/dpo/dislikes.yaml` (`--sweep`, seed 0): options added to that config.
 SWEEP = {
@@ -71,6 +74,8 @@ SWEEP = {
 }
 WEIGHTS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 SELECTION_TOLERANCE = 0.02
+# separation: held-out dislikes ranked this high by the SFT model (history excluded) are compared with the next item.
+SEPARATION_TOP = 50
 # reported metric: its name in the per-user values ("coverage@10" is a property of all lists together).
 REPORTED = ("ndcg@10", "hr@10", "disliked@10", "coverage@10", "popularity_percentile@10", "diversity@10")
 
@@ -113,6 +118,8 @@ def reranker(kind: str, model, data_dir: Path, item_counts: torch.Tensor, weight
     """The re-ranker `kind` of `hf_sasrec.reranking` with `weight`."""
     if kind == "popularity":
         return PopularityPenalty(item_counts, weight)
+    if kind == "exposure":
+        return ExposurePenalty(len(item_counts), weight)
     if kind == "dislike-rate":
         return DislikeRatePenalty(item_counts, load_dislikes(data_dir, "pairs"), weight)
     with torch.no_grad():
@@ -124,6 +131,42 @@ def evaluate(model, split, inputs: dict, rerank=None) -> tuple[dict[str, torch.T
     """Per-user values and coverage@10 of `model` on `split` (full ranking, history excluded)."""
     values, _, coverage = evaluate_users(model, split, k_values=(10,), rerank=rerank, **inputs)
     return values, coverage
+
+
+class ScoreRecorder:
+    """A re-ranker that changes nothing and keeps what it is given: the scores of every user (`[users, vocab_size]`,
+    excluded items at -inf) and their rows, in the order evaluated."""
+
+    def __init__(self):
+        self.batches: list[torch.Tensor] = []
+        self.rows: list[dict] = []
+
+    def __call__(self, scores: torch.Tensor, rows: list[dict]) -> torch.Tensor:
+        self.batches.append(scores)
+        self.rows.extend(rows)
+        return scores
+
+
+def recorded_scores(model, split, inputs: dict) -> tuple[torch.Tensor, list[dict]]:
+    """The scores `[users, vocab_size]` the evaluator ranks for `model` on `split`, and the rows in their order."""
+    recorder = ScoreRecorder()
+    evaluate_users(model, split, k_values=(10,), rerank=recorder, item_counts=inputs["item_counts"])
+    return torch.cat(recorder.batches), recorder.rows
+
+
+def separation(demotion: torch.Tensor, sft_scores: torch.Tensor, rows: list[dict], dislikes: dict) -> dict:
+    """How well an arm's demotion (`[users, vocab_size]`: the SFT score minus the arm's) singles out what the user
+    will dislike: over the pairs (held-out dislike ranked in the SFT model's top `SEPARATION_TOP`, the user's next
+    item, which is liked), the share where the dislike is demoted more (ties count half): an AUC, 0.5 for no
+    separation. Scores are compared within a user only, so a shift of a whole row does not count."""
+    ranks = sft_scores.argsort(dim=1, descending=True).argsort(dim=1)
+    wins = []
+    for user, row in enumerate(rows):
+        target = demotion[user, row["item_ids"][-1]]
+        for item in dislikes.get(str(row["user_id"]), ()):
+            if ranks[user, item] < SEPARATION_TOP:
+                wins.append(float(demotion[user, item] > target) + 0.5 * float(demotion[user, item] == target))
+    return {"auc": sum(wins) / len(wins), "pairs": len(wins)}
 
 
 def choose_weight(kind: str, model, data_dir: Path, valid, inputs: dict) -> tuple[float, list[dict]]:
@@ -224,6 +267,22 @@ def summary(lines: list[dict]) -> str:
                 f"{relative('popularity_percentile@10'):+.1%} (target: +20% coverage or novelty), NDCG@10 "
                 f"{relative('ndcg@10'):+.1%} (target: no more than −2%): {'met' if met else 'not met'}."
             )
+    separated = [arm for arm in arms if any("separation" in line for key, line in latest.items() if key[0] == arm)]
+    if separated:
+        out += [
+            "",
+            f"Separation: how well each arm's demotion (the SFT score minus the arm's) singles out a held-out dislike "
+            f"that the SFT model ranks in its top {SEPARATION_TOP} over the user's next (liked) item, as an AUC "
+            "(0.5: no separation; 1: every such dislike demoted more than the next item). Mean over seeds (pairs "
+            "per seed). Cutting dislikes at no cost in NDCG needs a demotion that separates well.",
+            "",
+        ]
+        for arm in separated:
+            rows = [
+                line["separation"] for key, line in sorted(latest.items()) if key[0] == arm and "separation" in line
+            ]
+            auc = sum(row["auc"] for row in rows) / len(rows)
+            out.append(f"- {arm}: {auc:.3f} ({', '.join(str(row['pairs']) for row in rows)} pairs)")
     weights = [line for line in latest.values() if "weight" in line]
     if weights:
         out += ["", "Re-ranker weights chosen on validation (largest within 2% of SFT's validation NDCG@10):", ""]
@@ -296,6 +355,7 @@ def main() -> None:
         valid_inputs = beyond_accuracy_inputs(data_dir, "valid", splits["train"], vocab_size)
         test_inputs = beyond_accuracy_inputs(data_dir, "test", splits["train"], vocab_size)
         sft = evaluate(sft_model, test, test_inputs)
+        sft_scores, rows = recorded_scores(sft_model, test, test_inputs)
         for arm in args.arms:
             kind, spec, options = ARMS[arm]
             extra: dict = {}
@@ -304,17 +364,23 @@ def main() -> None:
             elif kind == "sft":
                 model = AutoModelForCausalLM.from_pretrained(train_sft(data_dir, args.work, seed, arm, spec)).eval()
                 values, coverage = evaluate(model, test, test_inputs)
+                demotion = sft_scores - recorded_scores(model, test, test_inputs)[0]
                 extra = {"unlikelihood_weight": float(spec)}
             elif kind == "dpo":
                 run_dir, seconds = train_dpo(arm, spec, options, sft_dir, args.work, seed)
                 model = AutoModelForCausalLM.from_pretrained(run_dir).eval()
                 values, coverage = evaluate(model, test, test_inputs)
+                demotion = sft_scores - recorded_scores(model, test, test_inputs)[0]
                 extra = {"dpo_s": seconds, "config": spec, "options": options}
             else:
                 weight, trace = choose_weight(spec, sft_model, data_dir, valid, valid_inputs)
                 rerank = reranker(spec, sft_model, data_dir, test_inputs["item_counts"], weight)
                 values, coverage = evaluate(sft_model, test, test_inputs, rerank)
+                fresh = reranker(spec, sft_model, data_dir, test_inputs["item_counts"], weight)
+                demotion = sft_scores - fresh(sft_scores.clone(), rows)
                 extra = {"weight": weight, "selection": trace}
+            if arm != "sft":
+                extra["separation"] = separation(demotion, sft_scores, rows, test_inputs["disliked_items"])
             line = record(arm, seed, values, coverage, sft, extra)
             with args.output.open("a") as file:
                 file.write(json.dumps(line) + "\n")

@@ -277,7 +277,8 @@ def evaluate_users(
         disliked_items: user id -> held-out disliked token ids (rows need `user_id`); adds `disliked@10`,
             `disliked_count@10` and `disliked_users`.
         rerank: adjusts each batch's scores `[batch, vocab_size]` given its rows before ranking (see
-            `hf_sasrec.reranking`).
+            `hf_sasrec.reranking`); under `full`, the excluded items (special tokens, and the history with
+            `exclude_history`) come to it at `-inf`, so that the top of each row is the list the user gets.
         max_users: evaluate a fixed random sample of this many users (drawn with `seed`, the same in every call)
             instead of all of them, when the split has more.
 
@@ -315,15 +316,17 @@ def evaluate_users(
                 f"Targets must be item ids in [{num_special}, {vocab_size}); got {batch_targets.tolist()}."
             )
         scores = next_item_scores(model, batch)
-        if rerank is not None:
-            scores = rerank(scores, rows)
         interacted = interaction_mask(rows, vocab_size)
         if protocol == "full":
             excluded = interacted if exclude_history else torch.zeros_like(interacted)
             excluded[:, :num_special] = True
             excluded[torch.arange(len(rows)), batch_targets] = False
+            if rerank is not None:  # it sees the excluded items at -inf, so it knows each user's real list
+                scores = rerank(scores.masked_fill(excluded, -math.inf), rows)
             batch_ranks, top_items = full_ranking(scores, batch_targets, excluded)
         else:
+            if rerank is not None:
+                scores = rerank(scores, rows)
             negatives = sample_negatives(interacted, num_special, num_sampled_negatives, seed, first_user=start)
             batch_ranks, top_items = sampled_ranking(scores, batch_targets, negatives)
         ranks.append(batch_ranks)

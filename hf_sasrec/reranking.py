@@ -10,7 +10,11 @@ takes one as `rerank`. Each subtracts `weight` times a penalty from every item's
   that may train, `data_preprocess.dislikes` part `pairs`), in the model's own item-vector space;
 - [`DislikeRatePenalty`]: the share of the item's ratings that are dislikes, over all users (smoothed: `(d + 1) /
   (d + n + 2)` for `d` dislikes of the `pairs` part and `n` training interactions): items that many people who
-  watch them dislike.
+  watch them dislike;
+- [`ExposurePenalty`]: `weight` on every item that a list made earlier by the same re-ranker already holds, so that
+  later users get items no one was shown yet when their scores come close (greedy aggregate-diversity re-ranking, in
+  the spirit of Adomavicius & Kwon, 2012): catalog coverage rises at little cost to accuracy, popularity barely
+  moves. It keeps state, the items shown so far, and depends on the order of the users: one instance per pass.
 
     penalty = DislikeSimilarityPenalty(model.item_embeddings(), load_dislikes(data_dir, "pairs"), weight=2.0)
     metrics = evaluate_next_item(model, test, rerank=penalty, disliked_items=load_dislikes(data_dir, "test"))
@@ -72,4 +76,28 @@ class DislikeSimilarityPenalty:
         return adjusted
 
 
-__all__ = ["DislikeRatePenalty", "DislikeSimilarityPenalty", "ItemPenalty", "PopularityPenalty"]
+class ExposurePenalty:
+    """`score - weight` for each item already in an earlier list of this re-ranker. Users are taken in order; each
+    one's list is the top `k` of their adjusted scores (excluded items should come at `-inf`, as
+    [`hf_sasrec.evaluation.evaluate_users`] passes them), and its items are penalised for every user after.
+
+    Args:
+        vocab_size: the number of token ids a score row holds.
+        weight: the score given up to show an item that no earlier list holds.
+        k: the length of a list (the cut-off of the metrics it serves).
+    """
+
+    def __init__(self, vocab_size: int, weight: float, k: int = 10):
+        self.shown = torch.zeros(vocab_size, dtype=torch.bool)
+        self.weight = weight
+        self.k = k
+
+    def __call__(self, scores: torch.Tensor, rows: Sequence[dict]) -> torch.Tensor:
+        adjusted = scores.clone()
+        for row in adjusted:
+            row -= self.weight * self.shown[: row.shape[0]]
+            self.shown[row.topk(min(self.k, row.shape[0])).indices] = True
+        return adjusted
+
+
+__all__ = ["DislikeRatePenalty", "DislikeSimilarityPenalty", "ExposurePenalty", "ItemPenalty", "PopularityPenalty"]

@@ -16,7 +16,7 @@ from hf_sasrec.evaluation import (
     paired_difference,
     popularity_percentiles,
 )
-from hf_sasrec.reranking import DislikeRatePenalty, DislikeSimilarityPenalty, PopularityPenalty
+from hf_sasrec.reranking import DislikeRatePenalty, DislikeSimilarityPenalty, ExposurePenalty, PopularityPenalty
 
 NUM_SPECIAL = 5
 
@@ -142,6 +142,24 @@ def test_the_dislike_rate_penalty_is_the_smoothed_share_of_dislikes():
     adjusted = DislikeRatePenalty(counts, dislikes, weight=3.0)(torch.zeros(1, 8), [])
     # item 5: 1 dislike, 8 interactions -> 2 / 11; item 6: 2 and 1 -> 3 / 5; item 7: 1 and 0 -> 2 / 3
     torch.testing.assert_close(adjusted[0, 5:], -3.0 * torch.tensor([2 / 11, 3 / 5, 2 / 3]))
+
+
+def test_the_exposure_penalty_gives_later_users_items_no_list_held_yet():
+    vocab_size, num_items = 40, 35
+    table = ranked_scores([list(range(5, 25))] * 3, vocab_size)  # items 5..24 first, the same for everyone
+    # user 0 watched item 5 (excluded from its list); the targets (score 0) stay out of every list
+    users = [{"user_id": str(user), "item_ids": [history, 39 - user]} for user, history in enumerate((5, 30, 31))]
+    plain = evaluate_next_item(ScoreTable(table), users, batch_size=2)
+    spread = evaluate_next_item(
+        ScoreTable(table), users, batch_size=2, rerank=ExposurePenalty(vocab_size, weight=100.0)
+    )
+    # plain: 6..15, then 5..14 twice (11 items). Spread: user 0 gets 6..15; user 1 gets 5 (never shown: user 0's
+    # list did not hold it) and 16..24; user 2, in the next batch, ten items of score 0: 30 items in all
+    assert plain["full/coverage@10"] == pytest.approx(11 / num_items)
+    assert spread["full/coverage@10"] == pytest.approx(30 / num_items)
+    # a weight below every score gap changes nothing
+    small = evaluate_next_item(ScoreTable(table), users, batch_size=2, rerank=ExposurePenalty(vocab_size, 0.5))
+    assert small["full/coverage@10"] == pytest.approx(11 / num_items)
 
 
 def test_a_user_sample_is_fixed_stated_and_ranked_as_those_users_alone():
