@@ -9,6 +9,9 @@ about the user. `--holdout-last` instead recommends from each row without its la
 Or from `--history-file`, a JSONL file of `{"user_id": ..., "items": [raw keys], "timestamps": [...],
 "user_features": {...}}` lines (raw keys of users the model never saw; `timestamps` for `tisasrec`, `user_features`
 for a model with user features; `user_id` defaults to the line number).
+`--exposure-weight W` spreads the lists over the catalog (`hf_sasrec.reranking.ExposurePenalty`): users in order,
+each list re-chosen among the user's `--exposure-candidates` best items with `W` off the score of every item an
+earlier list holds; `summary.json` reports `coverage`, the share of the catalog in some list, with or without it.
 `--new-items F.jsonl` adds items that arrived after training (`{"item_id": ..., FEATURE: VALUE, ..., "embeddings":
 {MODALITY: [...]}}` a line) to a model trained with item features, scored from their content, before recommending.
 
@@ -39,6 +42,7 @@ from .feature_inputs import attach_user_features, model_user_values
 from .item_tokenizer import decode_items
 from .processed_data import load_processed_data
 from .recommender import POPULARITY_FALLBACK, Recommender
+from .reranking import ExposurePenalty
 from .retrieval import INDEX_TYPES, RetrievalConfig
 from .run_info import RUN_INFO_FILE, RunInfo
 
@@ -144,13 +148,15 @@ def chunks(users: Iterator[dict], size: int) -> Iterator[list[dict]]:
         yield chunk
 
 
-def recommend_split_chunk(recommender: Recommender, users: list[dict], top_k: int) -> list[dict]:
+def recommend_split_chunk(
+    recommender: Recommender, users: list[dict], top_k: int, exposure: ExposurePenalty | None = None
+) -> list[dict]:
     """Recommendations for users given as token ids, in the `recommendations.jsonl` schema."""
     times = [user["timestamps"] for user in users] if recommender.uses_timestamps else None
     values = [user["user_features"] for user in users]
     user_features = stack_user_features(values) if values[0] is not None else None
     results = recommender.recommend_ids(
-        [user["ids"] for user in users], top_k, timestamps=times, user_features=user_features
+        [user["ids"] for user in users], top_k, timestamps=times, user_features=user_features, exposure=exposure
     )
     return [
         {
@@ -165,7 +171,9 @@ def recommend_split_chunk(recommender: Recommender, users: list[dict], top_k: in
     ]
 
 
-def recommend_history_chunk(recommender: Recommender, users: list[dict], top_k: int) -> list[dict]:
+def recommend_history_chunk(
+    recommender: Recommender, users: list[dict], top_k: int, exposure: ExposurePenalty | None = None
+) -> list[dict]:
     """Recommendations for users given as raw keys, in the `recommendations.jsonl` schema."""
     times = None
     if recommender.uses_timestamps:
@@ -179,6 +187,7 @@ def recommend_history_chunk(recommender: Recommender, users: list[dict], top_k: 
         top_k=top_k,
         timestamps=times,
         user_features=user_features if any(user_features) else None,
+        exposure=exposure,
     )
     return [{"user_id": user["user_id"], **result} for user, result in zip(users, results, strict=True)]
 
@@ -239,6 +248,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="JSONL of items added before recommending, scored from their features (a model trained with features)",
     )
+    parser.add_argument(
+        "--exposure-weight",
+        type=float,
+        default=None,
+        help="spread the lists over the catalog: this much score off every item an earlier user's list holds "
+        "(hf_sasrec.reranking.ExposurePenalty; users in file order)",
+    )
+    parser.add_argument(
+        "--exposure-candidates",
+        type=int,
+        default=100,
+        help="--exposure-weight: each list is re-chosen among the user's best N items (default: 100)",
+    )
     parser.add_argument("--batch-size", type=int, default=512, help="users encoded and searched at once")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="model device")
     parser.add_argument(
@@ -249,6 +271,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error(f"--top-k must be at least 1, got {args.top_k}")
+    if args.exposure_weight is not None and args.exposure_weight < 0:
+        parser.error(f"--exposure-weight must be at least 0, got {args.exposure_weight}")
+    if args.exposure_candidates < args.top_k:
+        parser.error(f"--exposure-candidates ({args.exposure_candidates}) must be at least --top-k ({args.top_k})")
     if args.history_file and (args.data or args.holdout_last):
         parser.error("--history-file replaces --data/--split/--holdout-last")
     return args
@@ -273,9 +299,15 @@ def main(argv: list[str] | None = None) -> dict:
         data_dir = args.data or default_data_dir(Path(args.model))
         users = split_users(recommender, data_dir, args.split, args.holdout_last)
         recommend, source = recommend_split_chunk, f"{data_dir}:{args.split}"
+    exposure = None
+    if args.exposure_weight is not None:
+        vocab_size = recommender.num_special_tokens + recommender.num_items
+        exposure = ExposurePenalty(vocab_size, args.exposure_weight, args.top_k, args.exposure_candidates)
     start = time.perf_counter()
     records = [
-        record for chunk in chunks(users, args.batch_size) for record in recommend(recommender, chunk, args.top_k)
+        record
+        for chunk in chunks(users, args.batch_size)
+        for record in recommend(recommender, chunk, args.top_k, exposure)
     ]
     seconds = time.perf_counter() - start
     write_outputs(records, output)
@@ -292,6 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
         "popularity_fallbacks": sum(record["fallback"] == POPULARITY_FALLBACK for record in records),
         "unknown_items": sum(len(record["unknown_items"]) for record in records),
         "new_items": len(new_items),
+        "exposure_weight": args.exposure_weight,
+        "coverage": len({item for record in records for item in record["items"]}) / recommender.num_items,
     }
     if args.holdout_last:
         summary[f"hr@{args.top_k}"] = sum(record["hit"] for record in records) / max(len(records), 1)

@@ -16,7 +16,7 @@ with the pipeline's module, beside an exported checkpoint, where it runs as remo
 
 import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from transformers import PreTrainedModel
 
 from .data_collator import left_pad, model_uses_timestamps
 from .modeling_sasrec import last_real_states
+
+if TYPE_CHECKING:  # never imported at run time: this module must run without the rest of hf_sasrec
+    from .reranking import ExposurePenalty
 
 logger = logging.getLogger(__name__)
 
@@ -227,13 +230,20 @@ class NextItemRecommender:
         exclude_history: bool = True,
         timestamps: Sequence[Sequence[int]] | None = None,
         user_features: dict[str, torch.Tensor] | None = None,
+        exposure: "ExposurePenalty | None" = None,
     ) -> list[tuple[list[int], list[float] | None]]:
         """Top-`top_k` item ids and scores for histories of token ids (and their users' encoded feature values,
         `"<feature>.<value>"` -> `[num_histories, ...]`); an empty history gets the `top_k` most popular items and
         `None` scores. `top_k` above the catalog's item count raises `ValueError`; a history gets
-        fewer than `top_k` items only when excluding it leaves fewer."""
+        fewer than `top_k` items only when excluding it leaves fewer.
+
+        With `exposure` (`hf_sasrec.reranking.ExposurePenalty`, kept across calls), each list is re-chosen, in the
+        order of the histories, among the user's `exposure.candidates` best items by the adjusted score, so that
+        items no earlier list holds reach later users; the scores stay the model's (a list is no longer sorted
+        by them). Popularity fallbacks are left as they are."""
         self.check_top_k(top_k)
         self.check_ids(histories, timestamps)
+        search_k = top_k if exposure is None else min(max(top_k, exposure.candidates), self.num_items)
         popular = list(range(self.num_special_tokens, self.num_special_tokens + top_k))
         results: list[tuple[list[int], list[float] | None]] = [(popular, None)] * len(histories)
         rows = [row for row, history in enumerate(histories) if len(history)]
@@ -245,10 +255,15 @@ class NextItemRecommender:
             if user_features is not None:
                 users = {name: values[torch.tensor(chunk)] for name, values in user_features.items()}
             exclude = [set(history) for history in batch] if exclude_history else None
-            scores, ids = self.search(self.user_states(batch, times, users), top_k, exclude)
+            scores, ids = self.search(self.user_states(batch, times, users), search_k, exclude)
             for row, row_scores, row_ids in zip(chunk, scores, ids, strict=True):
                 found = row_ids >= 0
-                results[row] = (row_ids[found].tolist(), row_scores[found].tolist())
+                item_ids, item_scores = torch.from_numpy(row_ids[found]), torch.from_numpy(row_scores[found])
+                if exposure is not None:
+                    adjusted = exposure.adjust(item_ids, item_scores, top_k)
+                    chosen = adjusted.topk(min(top_k, len(adjusted))).indices
+                    item_ids, item_scores = item_ids[chosen], item_scores[chosen]
+                results[row] = (item_ids.tolist(), item_scores.tolist())
         return results
 
     @torch.no_grad()
@@ -289,6 +304,7 @@ class NextItemRecommender:
         exclude_history: bool = True,
         timestamps: Sequence[int] | Sequence[Sequence[int]] | None = None,
         user_features: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
+        exposure: "ExposurePenalty | None" = None,
     ) -> dict | list[dict]:
         """Recommend for one history (a list of raw item keys) or a list of histories.
 
@@ -300,6 +316,7 @@ class NextItemRecommender:
             user_features: for a model that reads user features, the user's raw values (`{"age": 25, "gender":
                 "F"}`; see `hf_sasrec.feature_encoding`), or one such dict (or `None`) per history; a user without
                 them is served with every feature missing.
+            exposure: spread the lists over the catalog (see `recommend_ids`).
 
         Returns:
             For each history, `{"items": [keys], "scores": [floats] or None, "unknown_items": [keys], "fallback":
@@ -321,7 +338,7 @@ class NextItemRecommender:
                 )
             encoded = self.encode_user_features(users)
         ids, times, unknown = self.item_keys.known_items(batch, times)
-        results = self.recommend_ids(ids, top_k, exclude_history, times, encoded)
+        results = self.recommend_ids(ids, top_k, exclude_history, times, encoded, exposure)
         outputs = [
             self.recommendation(item_ids, scores, missing)
             for (item_ids, scores), missing in zip(results, unknown, strict=True)

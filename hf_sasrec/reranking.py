@@ -80,24 +80,33 @@ class ExposurePenalty:
     """`score - weight` for each item already in an earlier list of this re-ranker. Users are taken in order; each
     one's list is the top `k` of their adjusted scores (excluded items should come at `-inf`, as
     [`hf_sasrec.evaluation.evaluate_users`] passes them), and its items are penalised for every user after.
+    [`hf_sasrec.recommendation.NextItemRecommender.recommend_ids`] takes one as `exposure` and re-chooses each list
+    among a user's retrieved candidates.
 
     Args:
-        vocab_size: the number of token ids a score row holds.
+        vocab_size: the number of token ids (every id scored must be below it).
         weight: the score given up to show an item that no earlier list holds.
-        k: the length of a list (the cut-off of the metrics it serves).
+        k: the length of a list as evaluation cuts it (the cut-off of the metrics it serves).
+        candidates: retrieval only: how many of a user's best items (by the model's score) a list is re-chosen
+            from; evaluation re-ranks every item.
     """
 
-    def __init__(self, vocab_size: int, weight: float, k: int = 10):
+    def __init__(self, vocab_size: int, weight: float, k: int = 10, candidates: int = 100):
         self.shown = torch.zeros(vocab_size, dtype=torch.bool)
         self.weight = weight
         self.k = k
+        self.candidates = candidates
+
+    def adjust(self, item_ids: torch.LongTensor, scores: torch.Tensor, k: int) -> torch.Tensor:
+        """One user's `scores` of `item_ids` (both `[num_candidates]`) less the penalty; the top `k` of the adjusted
+        scores (that user's list) join the items shown."""
+        adjusted = scores - self.weight * self.shown[item_ids]
+        self.shown[item_ids[adjusted.topk(min(k, len(adjusted))).indices]] = True
+        return adjusted
 
     def __call__(self, scores: torch.Tensor, rows: Sequence[dict]) -> torch.Tensor:
-        adjusted = scores.clone()
-        for row in adjusted:
-            row -= self.weight * self.shown[: row.shape[0]]
-            self.shown[row.topk(min(self.k, row.shape[0])).indices] = True
-        return adjusted
+        items = torch.arange(scores.shape[1])
+        return torch.stack([self.adjust(items, row, self.k) for row in scores]) if len(scores) else scores.clone()
 
 
 __all__ = ["DislikeRatePenalty", "DislikeSimilarityPenalty", "ExposurePenalty", "ItemPenalty", "PopularityPenalty"]

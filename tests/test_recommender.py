@@ -20,6 +20,7 @@ from hf_sasrec.item_tokenizer import (
     save_item_tokenizer,
 )
 from hf_sasrec.recommender import POPULARITY_FALLBACK, Recommender
+from hf_sasrec.reranking import ExposurePenalty
 from hf_sasrec.retrieval import INDEX_METADATA_FILE, ItemIndex, RetrievalConfig, StaleIndexError
 
 NUM_ITEMS = VOCAB_SIZE - NUM_SPECIAL_TOKENS
@@ -75,6 +76,27 @@ def test_batched_recommendations_are_the_model_top_k(variant, tokenizer):
         assert result["fallback"] is None and result["unknown_items"] == []
         torch.testing.assert_close(torch.tensor(result["scores"]), scores, atol=1e-5, rtol=1e-5)
         assert not set(result["items"]) & set(HISTORIES[row])
+
+
+def test_exposure_gives_later_users_the_items_no_earlier_list_holds(tokenizer):
+    model = tiny_model("sasrec", seed=5)
+    recommender = Recommender(model, tokenizer, batch_size=2)
+    histories = HISTORIES * 3  # the same users again: alone, they would get the same lists again
+    exposure = ExposurePenalty(VOCAB_SIZE, weight=100.0, k=5, candidates=NUM_ITEMS)
+    spread = recommender(histories, top_k=5, exposure=exposure)
+    shown: set[str] = set()
+    for history, result in zip(histories, spread, strict=True):
+        keys, scores = expected_top_k(model, tokenizer, history, NUM_ITEMS - len(set(history)))
+        adjusted = scores - 100.0 * torch.tensor([key in shown for key in keys], dtype=torch.float)
+        chosen = adjusted.topk(5).indices
+        assert result["items"] == [keys[index] for index in chosen]
+        torch.testing.assert_close(torch.tensor(result["scores"]), scores[chosen])  # the model's own scores
+        shown.update(result["items"])
+    plain = recommender(histories, top_k=5)
+    assert len(shown) > len({item for result in plain for item in result["items"]})
+    # a weight of 0 re-chooses nothing
+    unchanged = recommender(histories, top_k=5, exposure=ExposurePenalty(VOCAB_SIZE, weight=0.0, k=5))
+    assert [result["items"] for result in unchanged] == [result["items"] for result in plain]
 
 
 def test_single_history_gives_one_result_and_history_can_be_kept(tokenizer):
@@ -250,6 +272,22 @@ def test_infer_cli_holdout_hit_rate_matches_the_evaluation(run_folder, tmp_path)
     summary = infer.main(["--model", str(run_dir), "--holdout-last", "--output", str(tmp_path / "out")])
     metrics = evaluate_next_item(model, split, k_values=(10,))
     assert summary["hr@10"] == pytest.approx(metrics["full/hr@10"])
+
+
+def test_infer_cli_spreads_the_lists_and_reports_coverage(run_folder, tmp_path):
+    _, split, run_dir = run_folder
+    options = ["--model", str(run_dir), "--no-save-index", "--top-k", "3"]
+    plain = infer.main([*options, "--output", str(tmp_path / "plain")])
+    spread = infer.main([*options, "--output", str(tmp_path / "spread"), "--exposure-weight", "100"])
+    for summary, folder in ((plain, "plain"), (spread, "spread")):
+        records = read_jsonl(tmp_path / folder / "recommendations.jsonl")
+        distinct = {item for record in records for item in record["items"]}
+        assert summary["coverage"] == pytest.approx(len(distinct) / NUM_ITEMS)
+        assert len(records) == len(split) and all(len(record["items"]) == 3 for record in records)
+    # 30 users x 3 items can show all 35 items; the model alone leaves some out
+    assert plain["coverage"] < 1.0 == spread["coverage"] and spread["exposure_weight"] == 100.0
+    with pytest.raises(SystemExit):
+        infer.main([*options, "--exposure-weight", "1", "--exposure-candidates", "2"])
 
 
 def test_infer_cli_reads_a_history_file(run_folder, tmp_path):
