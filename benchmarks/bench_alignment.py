@@ -26,6 +26,7 @@ interval of the mean of independent seeds, `sqrt(sum h_i^2) / n`) to `alignment_
 import argparse
 import json
 import logging
+import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -166,7 +167,7 @@ def separation(demotion: torch.Tensor, sft_scores: torch.Tensor, rows: list[dict
         for item in dislikes.get(str(row["user_id"]), ()):
             if ranks[user, item] < SEPARATION_TOP:
                 wins.append(float(demotion[user, item] > target) + 0.5 * float(demotion[user, item] == target))
-    return {"auc": sum(wins) / len(wins), "pairs": len(wins)}
+    return {"auc": sum(wins) / len(wins) if wins else math.nan, "pairs": len(wins)}
 
 
 def choose_weight(kind: str, model, data_dir: Path, valid, inputs: dict) -> tuple[float, list[dict]]:

@@ -8,12 +8,15 @@ repository id). The data folder and history length default to the run's `run_inf
 checked by `load_checkpoint` (no code from the folder runs without `--trust-remote-code`), and the data folder's
 tokenizer must be the model's item vocabulary. A data folder prepared with `--cold-items` adds the metrics of
 cold-target and warm-target users; one with ratings adds `disliked@10` over the split's held-out dislikes, one with a
-multi-valued item feature (genres) `diversity@10` (see `hf_sasrec.evaluation`). Prints the metrics table; `--output`
-writes the metrics as JSON.
+multi-valued item feature (genres) `diversity@10` (see `hf_sasrec.evaluation`). `--exposure-weight W` (full protocol)
+ranks the lists of `hf_sasrec.reranking.ExposurePenalty` instead, re-ranked over the whole catalog in split order
+(`hf_sasrec.infer --exposure-weight` re-ranks each user's best `--exposure-candidates` items, in input order).
+Prints the metrics table; `--output` writes the metrics as JSON.
 """
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 from data_preprocess.atomic_files import atomic_write_json
@@ -22,6 +25,7 @@ from .checkpoint_loading import check_item_vocabulary, load_checkpoint
 from .evaluation import PROTOCOLS, evaluate_next_item, metrics_table
 from .feature_inputs import attach_user_features, model_user_values
 from .processed_data import beyond_accuracy_inputs, cold_item_ids, drop_short_rows, load_processed_data
+from .reranking import ExposurePenalty
 from .run_info import RunInfo
 
 logger = logging.getLogger("hf_sasrec.evaluate")
@@ -39,13 +43,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-users", type=int, help="rank a fixed random sample of this many users (seeded)")
+    parser.add_argument(
+        "--exposure-weight",
+        type=float,
+        help="full protocol: re-rank with hf_sasrec.reranking.ExposurePenalty, this much score off every item an "
+        "earlier user's list holds (users in split order), to measure what spreading the lists over the catalog costs",
+    )
     parser.add_argument("--output", help="write the metrics to this JSON file")
     parser.add_argument(
         "--trust-remote-code",
         action="store_true",
         help="allow a model_type that only the checkpoint's own code implements (runs that code)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.exposure_weight is not None:
+        if args.protocol != ["full"]:
+            parser.error("--exposure-weight re-ranks whole lists: it goes with --protocol full only")
+        if not 0 <= args.exposure_weight < math.inf:
+            parser.error(f"--exposure-weight must be finite and at least 0, got {args.exposure_weight}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -66,6 +82,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         split = attach_user_features(model, {args.split: split}, model_user_values(model.config, data_dir))[args.split]
     metrics = {}
     for protocol in args.protocol:
+        exposure = (
+            None if args.exposure_weight is None else ExposurePenalty(model.config.vocab_size, args.exposure_weight)
+        )
         scores = evaluate_next_item(
             model,
             split,
@@ -77,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             seed=args.seed,
             max_users=args.max_users,
             cold_items=cold_item_ids(data_dir),
+            rerank=exposure,
             **extras,
         )
         metrics.update({f"{args.split}_{name}": value for name, value in scores.items()})

@@ -29,6 +29,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -271,10 +272,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error(f"--top-k must be at least 1, got {args.top_k}")
-    if args.exposure_weight is not None and args.exposure_weight < 0:
-        parser.error(f"--exposure-weight must be at least 0, got {args.exposure_weight}")
-    if args.exposure_candidates < args.top_k:
-        parser.error(f"--exposure-candidates ({args.exposure_candidates}) must be at least --top-k ({args.top_k})")
+    if args.exposure_weight is not None:
+        if not 0 <= args.exposure_weight < math.inf:
+            parser.error(f"--exposure-weight must be finite and at least 0, got {args.exposure_weight}")
+        if args.exposure_candidates < args.top_k:
+            parser.error(f"--exposure-candidates ({args.exposure_candidates}) must be at least --top-k ({args.top_k})")
     if args.history_file and (args.data or args.holdout_last):
         parser.error("--history-file replaces --data/--split/--holdout-last")
     return args

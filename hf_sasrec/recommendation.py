@@ -16,7 +16,7 @@ with the pipeline's module, beside an exported checkpoint, where it runs as remo
 
 import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,12 +25,18 @@ from transformers import PreTrainedModel
 from .data_collator import left_pad, model_uses_timestamps
 from .modeling_sasrec import last_real_states
 
-if TYPE_CHECKING:  # never imported at run time: this module must run without the rest of hf_sasrec
-    from .reranking import ExposurePenalty
-
 logger = logging.getLogger(__name__)
 
 POPULARITY_FALLBACK = "popularity"
+
+
+class ListReranker(Protocol):
+    """What `recommend_ids` needs of `hf_sasrec.reranking.ExposurePenalty` (not imported: this module runs
+    without the rest of hf_sasrec): how many candidates to retrieve a user, and their adjusted scores."""
+
+    candidates: int
+
+    def adjust(self, item_ids: torch.LongTensor, scores: torch.Tensor, k: int) -> torch.Tensor: ...
 
 
 def is_single_history(histories: Sequence) -> bool:
@@ -230,7 +236,7 @@ class NextItemRecommender:
         exclude_history: bool = True,
         timestamps: Sequence[Sequence[int]] | None = None,
         user_features: dict[str, torch.Tensor] | None = None,
-        exposure: "ExposurePenalty | None" = None,
+        exposure: ListReranker | None = None,
     ) -> list[tuple[list[int], list[float] | None]]:
         """Top-`top_k` item ids and scores for histories of token ids (and their users' encoded feature values,
         `"<feature>.<value>"` -> `[num_histories, ...]`); an empty history gets the `top_k` most popular items and
@@ -304,7 +310,7 @@ class NextItemRecommender:
         exclude_history: bool = True,
         timestamps: Sequence[int] | Sequence[Sequence[int]] | None = None,
         user_features: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
-        exposure: "ExposurePenalty | None" = None,
+        exposure: ListReranker | None = None,
     ) -> dict | list[dict]:
         """Recommend for one history (a list of raw item keys) or a list of histories.
 

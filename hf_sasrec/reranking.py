@@ -20,6 +20,7 @@ takes one as `rerank`. Each subtracts `weight` times a penalty from every item's
     metrics = evaluate_next_item(model, test, rerank=penalty, disliked_items=load_dislikes(data_dir, "test"))
 """
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -84,7 +85,8 @@ class ExposurePenalty:
     among a user's retrieved candidates.
 
     Args:
-        vocab_size: the number of token ids (every id scored must be below it).
+        vocab_size: the number of token ids (every id scored must be below it: make a new instance after
+            `Recommender.add_items`).
         weight: the score given up to show an item that no earlier list holds.
         k: the length of a list as evaluation cuts it (the cut-off of the metrics it serves).
         candidates: retrieval only: how many of a user's best items (by the model's score) a list is re-chosen
@@ -92,6 +94,8 @@ class ExposurePenalty:
     """
 
     def __init__(self, vocab_size: int, weight: float, k: int = 10, candidates: int = 100):
+        if not 0 <= weight < math.inf:
+            raise ValueError(f"ExposurePenalty needs a finite weight of at least 0, got {weight}.")
         self.shown = torch.zeros(vocab_size, dtype=torch.bool)
         self.weight = weight
         self.k = k
@@ -99,9 +103,10 @@ class ExposurePenalty:
 
     def adjust(self, item_ids: torch.LongTensor, scores: torch.Tensor, k: int) -> torch.Tensor:
         """One user's `scores` of `item_ids` (both `[num_candidates]`) less the penalty; the top `k` of the adjusted
-        scores (that user's list) join the items shown."""
-        adjusted = scores - self.weight * self.shown[item_ids]
-        self.shown[item_ids[adjusted.topk(min(k, len(adjusted))).indices]] = True
+        scores (that user's list; never an item at `-inf`) join the items shown."""
+        adjusted = torch.where(self.shown[item_ids], scores - self.weight, scores)
+        top = adjusted.topk(min(k, len(adjusted)))
+        self.shown[item_ids[top.indices[top.values > -math.inf]]] = True
         return adjusted
 
     def __call__(self, scores: torch.Tensor, rows: Sequence[dict]) -> torch.Tensor:

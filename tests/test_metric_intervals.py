@@ -160,6 +160,12 @@ def test_the_exposure_penalty_gives_later_users_items_no_list_held_yet():
     # a weight below every score gap changes nothing
     small = evaluate_next_item(ScoreTable(table), users, batch_size=2, rerank=ExposurePenalty(vocab_size, 0.5))
     assert small["full/coverage@10"] == pytest.approx(11 / num_items)
+    # a row with fewer finite scores than k shows those items only, never one at -inf
+    penalty = ExposurePenalty(8, weight=1.0, k=3)
+    penalty.adjust(torch.arange(8), torch.tensor([-math.inf] * 5 + [1.0, 2.0, -math.inf]), k=3)
+    assert penalty.shown.nonzero().flatten().tolist() == [5, 6]
+    with pytest.raises(ValueError, match="finite weight"):
+        ExposurePenalty(8, weight=math.inf)
 
 
 def test_a_user_sample_is_fixed_stated_and_ranked_as_those_users_alone():

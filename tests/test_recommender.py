@@ -97,6 +97,11 @@ def test_exposure_gives_later_users_the_items_no_earlier_list_holds(tokenizer):
     # a weight of 0 re-chooses nothing
     unchanged = recommender(histories, top_k=5, exposure=ExposurePenalty(VOCAB_SIZE, weight=0.0, k=5))
     assert [result["items"] for result in unchanged] == [result["items"] for result in plain]
+    # a list is re-chosen among the user's `candidates` best items only
+    narrow = recommender(histories, top_k=5, exposure=ExposurePenalty(VOCAB_SIZE, weight=100.0, candidates=7))
+    for history, result in zip(histories, narrow, strict=True):
+        assert set(result["items"]) <= set(expected_top_k(model, tokenizer, history, 7)[0])
+    assert [result["items"] for result in narrow] != [result["items"] for result in plain]
 
 
 def test_single_history_gives_one_result_and_history_can_be_kept(tokenizer):
@@ -288,6 +293,7 @@ def test_infer_cli_spreads_the_lists_and_reports_coverage(run_folder, tmp_path):
     assert plain["coverage"] < 1.0 == spread["coverage"] and spread["exposure_weight"] == 100.0
     with pytest.raises(SystemExit):
         infer.main([*options, "--exposure-weight", "1", "--exposure-candidates", "2"])
+    assert infer.parse_args(["--top-k", "200"]).top_k == 200  # the candidates bound only --exposure-weight
 
 
 def test_infer_cli_reads_a_history_file(run_folder, tmp_path):

@@ -18,6 +18,7 @@ from hf_sasrec import evaluate, sft
 from hf_sasrec.configuration_sasrec import SASRecConfig
 from hf_sasrec.data_collator import NextItemCollator
 from hf_sasrec.modeling_sasrec import SASRecForCausalLM
+from hf_sasrec.reranking import ExposurePenalty
 from hf_sasrec.sft_trainer import NextItemTrainer
 from hf_sasrec.training_args import DataArguments, ModelArguments, SFTTrainingArguments, parse_sft_args
 
@@ -87,6 +88,13 @@ def test_run_folder_holds_a_loadable_model_that_learned(data_dir, tmp_path):
     # The standalone command finds the data and max_length in run_info.json and gives the same test metrics.
     standalone = evaluate.main([str(output_dir), "--protocol", "full", "sampled", "--batch-size", "5"])
     assert standalone == pytest.approx({name: value for name, value in metrics.items() if name.startswith("test_")})
+    # --exposure-weight ranks the lists of ExposurePenalty (here the model alone already covers the catalog)
+    spread = evaluate.main([str(output_dir), "--batch-size", "5", "--exposure-weight", "100"])
+    test = DatasetDict.load_from_disk(str(data_dir))["test"]
+    expected = sft.evaluate_next_item(model, test, max_length=8, rerank=ExposurePenalty(model.config.vocab_size, 100))
+    for name in ("full/ndcg@10", "full/hr@10", "full/mrr", "full/coverage@10"):
+        assert spread[f"test_{name}"] == pytest.approx(expected[name])
+    assert spread["test_full/ndcg@10"] != pytest.approx(standalone["test_full/ndcg@10"])
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["best_metric"] == pytest.approx(
         max(e["eval_full/ndcg@10"] for e in state["log_history"] if "eval_full/ndcg@10" in e)
