@@ -147,12 +147,9 @@ class ScoreRecorder:
         self.rows.extend(rows)
         return scores
 
-
-def recorded_scores(model, split, inputs: dict) -> tuple[torch.Tensor, list[dict]]:
-    """The scores `[users, vocab_size]` the evaluator ranks for `model` on `split`, and the rows in their order."""
-    recorder = ScoreRecorder()
-    evaluate_users(model, split, k_values=(10,), rerank=recorder, item_counts=inputs["item_counts"])
-    return torch.cat(recorder.batches), recorder.rows
+    def scores(self) -> torch.Tensor:
+        """Every user's scores so far, `[users, vocab_size]`."""
+        return torch.cat(self.batches)
 
 
 def separation(demotion: torch.Tensor, sft_scores: torch.Tensor, rows: list[dict], dislikes: dict) -> dict:
@@ -355,8 +352,9 @@ def main() -> None:
         vocab_size = sft_model.config.vocab_size
         valid_inputs = beyond_accuracy_inputs(data_dir, "valid", splits["train"], vocab_size)
         test_inputs = beyond_accuracy_inputs(data_dir, "test", splits["train"], vocab_size)
-        sft = evaluate(sft_model, test, test_inputs)
-        sft_scores, rows = recorded_scores(sft_model, test, test_inputs)
+        sft_recorder = ScoreRecorder()
+        sft = evaluate(sft_model, test, test_inputs, sft_recorder)
+        sft_scores, rows = sft_recorder.scores(), sft_recorder.rows
         for arm in args.arms:
             kind, spec, options = ARMS[arm]
             extra: dict = {}
@@ -364,14 +362,16 @@ def main() -> None:
                 values, coverage = sft
             elif kind == "sft":
                 model = AutoModelForCausalLM.from_pretrained(train_sft(data_dir, args.work, seed, arm, spec)).eval()
-                values, coverage = evaluate(model, test, test_inputs)
-                demotion = sft_scores - recorded_scores(model, test, test_inputs)[0]
+                recorder = ScoreRecorder()
+                values, coverage = evaluate(model, test, test_inputs, recorder)
+                demotion = sft_scores - recorder.scores()
                 extra = {"unlikelihood_weight": float(spec)}
             elif kind == "dpo":
                 run_dir, seconds = train_dpo(arm, spec, options, sft_dir, args.work, seed)
                 model = AutoModelForCausalLM.from_pretrained(run_dir).eval()
-                values, coverage = evaluate(model, test, test_inputs)
-                demotion = sft_scores - recorded_scores(model, test, test_inputs)[0]
+                recorder = ScoreRecorder()
+                values, coverage = evaluate(model, test, test_inputs, recorder)
+                demotion = sft_scores - recorder.scores()
                 extra = {"dpo_s": seconds, "config": spec, "options": options}
             else:
                 weight, trace = choose_weight(spec, sft_model, data_dir, valid, valid_inputs)

@@ -42,8 +42,10 @@ def run_lines(run: Path, weights: list[float]) -> list[dict]:
     base, _, base_coverage = evaluate_users(model, test, **options)
     lines = []
     for weight in [0.0, *weights]:
-        exposure = ExposurePenalty(model.config.vocab_size, weight)
-        values, _, coverage = evaluate_users(model, test, rerank=exposure if weight else None, **options)
+        values, coverage = base, base_coverage
+        if weight:
+            exposure = ExposurePenalty(model.config.vocab_size, weight)
+            values, _, coverage = evaluate_users(model, test, rerank=exposure, **options)
         line = {
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "code": code_version(),
