@@ -152,9 +152,11 @@ class ScoreRecorder:
         return torch.cat(self.batches)
 
 
-def separation(demotion: torch.Tensor, sft_scores: torch.Tensor, rows: list[dict], dislikes: dict) -> dict:
+def separation(
+    demotion: torch.Tensor, sft_scores: torch.Tensor, rows: list[dict], dislikes: dict, top: int = SEPARATION_TOP
+) -> dict:
     """How well an arm's demotion (`[users, vocab_size]`: the SFT score minus the arm's) singles out what the user
-    will dislike: over the pairs (held-out dislike ranked in the SFT model's top `SEPARATION_TOP`, the user's next
+    will dislike: over the pairs (held-out dislike ranked in the SFT model's `top`, the user's next
     item, which is liked), the share where the dislike is demoted more (ties count half): an AUC, 0.5 for no
     separation. Scores are compared within a user only, so a shift of a whole row does not count."""
     ranks = sft_scores.argsort(dim=1, descending=True).argsort(dim=1)
@@ -162,7 +164,7 @@ def separation(demotion: torch.Tensor, sft_scores: torch.Tensor, rows: list[dict
     for user, row in enumerate(rows):
         target = demotion[user, row["item_ids"][-1]]
         for item in dislikes.get(str(row["user_id"]), ()):
-            if ranks[user, item] < SEPARATION_TOP:
+            if ranks[user, item] < top:
                 wins.append(float(demotion[user, item] > target) + 0.5 * float(demotion[user, item] == target))
     return {"auc": sum(wins) / len(wins) if wins else math.nan, "pairs": len(wins)}
 

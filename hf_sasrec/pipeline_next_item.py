@@ -12,6 +12,8 @@ recommend = pipeline("next-item-recommendation", model="outputs/sft/default")
 recommend(["1193", "661", "914"], top_k=3)  # {"items": [3 keys], "scores": [3 floats], "unknown_items": [], ...}
 recommend([["1193", "661"], ["914", "no such item"]], batch_size=64)  # one result a history
 recommend(["1193", "661"], timestamps=[978300760, 978302109])  # tisasrec: one time per item
+exposure = ExposurePenalty(recommend.model.config.vocab_size, weight=1.0)  # from hf_sasrec.reranking
+recommend([["1193", "661"], ["914"]], exposure=exposure)  # lists spread over the catalog, users in order
 ```
 
 A folder written by `Recommender.save_pretrained`, `save_for_hub` or this pipeline's `save_pretrained` names the
@@ -48,7 +50,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines import PIPELINE_REGISTRY, Pipeline
 from transformers.utils import cached_file
 
-from .recommendation import ItemKeys, NextItemRecommender, is_single_history
+from .recommendation import ItemKeys, ListReranker, NextItemRecommender, is_single_history
 
 PIPELINE_TASK = "next-item-recommendation"
 ITEM2ID_FILE = "item2id.json"
@@ -75,8 +77,10 @@ class NextItemRecommendationPipeline(Pipeline):
 
     Call it with one history (a list of raw keys in time order), a list of histories, or `{"history": keys,
     "timestamps": times}` dicts (one, a list, a dataset or a generator of them), and the keyword arguments `top_k`
-    (default 10), `exclude_history` (default `True`), `timestamps` (shaped as the histories; `tisasrec`) and
-    `batch_size` (histories a forward pass). Each history gives `{"items": [keys], "scores": [floats] or None,
+    (default 10), `exclude_history` (default `True`), `timestamps` (shaped as the histories; `tisasrec`),
+    `exposure` (an `hf_sasrec.reranking.ExposurePenalty`: each list re-chosen among the user's best items so that
+    items no earlier list holds reach later users; see `NextItemRecommender.recommend_ids`) and `batch_size`
+    (histories a forward pass). Each history gives `{"items": [keys], "scores": [floats] or None,
     "unknown_items": [keys], "fallback": None or "popularity"}`.
     """
 
@@ -107,7 +111,7 @@ class NextItemRecommendationPipeline(Pipeline):
             inputs: one history (raw item keys in time order), a list of histories, or `{"history": keys,
                 "timestamps": times}` dicts (one, a list, a dataset or a generator of them).
             timestamps: `tisasrec` only, with histories given as lists: one integer time per item, shaped as them.
-            kwargs: `top_k`, `exclude_history`, `batch_size`, `num_workers`.
+            kwargs: `top_k`, `exclude_history`, `exposure`, `batch_size`, `num_workers`.
         """
         # Overridden: one history is a list too, which the base class would take for a list of inputs; and the
         # timestamps of a list of histories are paired here with each history, the pipeline's unit of input.
@@ -128,9 +132,9 @@ class NextItemRecommendationPipeline(Pipeline):
         return outputs[0] if single else outputs
 
     def _sanitize_parameters(
-        self, top_k: int | None = None, exclude_history: bool | None = None
+        self, top_k: int | None = None, exclude_history: bool | None = None, exposure: ListReranker | None = None
     ) -> tuple[dict, dict, dict]:
-        forward_params = {"top_k": top_k, "exclude_history": exclude_history}
+        forward_params = {"top_k": top_k, "exclude_history": exclude_history, "exposure": exposure}
         return {}, {name: value for name, value in forward_params.items() if value is not None}, {}
 
     def preprocess(self, inputs: Sequence[str] | dict) -> dict:
@@ -150,7 +154,13 @@ class NextItemRecommendationPipeline(Pipeline):
             model_inputs["timestamps"] = torch.tensor([times[0] or [0]], dtype=torch.long)
         return model_inputs
 
-    def _forward(self, model_inputs: dict, top_k: int = 10, exclude_history: bool = True) -> dict:
+    def _forward(
+        self,
+        model_inputs: dict,
+        top_k: int = 10,
+        exclude_history: bool = True,
+        exposure: ListReranker | None = None,
+    ) -> dict:
         """Recommendations for a batch of preprocessed histories, `input_ids` `[batch, length]` padded by the
         pipeline's collator: `item_ids` and `scores` `[batch, top_k]` (-1 and NaN past a row's last result),
         `fallback` `[batch]` (the row got the popular items) and the unknown keys, passed through."""
@@ -160,7 +170,7 @@ class NextItemRecommendationPipeline(Pipeline):
         timestamps = None
         if "timestamps" in model_inputs:
             timestamps = [row[mask].tolist() for row, mask in zip(model_inputs["timestamps"], known, strict=True)]
-        results = self.recommender.recommend_ids(histories, top_k, exclude_history, timestamps)
+        results = self.recommender.recommend_ids(histories, top_k, exclude_history, timestamps, exposure=exposure)
         item_ids = torch.full((len(results), top_k), -1, dtype=torch.long)
         scores = torch.full((len(results), top_k), torch.nan)
         for row, (ids, row_scores) in enumerate(results):

@@ -12,6 +12,7 @@ from hf_sasrec.item_tokenizer import NUM_SPECIAL_TOKENS, build_item_tokenizer, s
 from hf_sasrec.pipeline_next_item import PIPELINE_TASK, NextItemRecommendationPipeline
 from hf_sasrec.recommendation import POPULARITY_FALLBACK
 from hf_sasrec.recommender import Recommender
+from hf_sasrec.reranking import ExposurePenalty
 
 NUM_ITEMS = VOCAB_SIZE - NUM_SPECIAL_TOKENS
 KEYS = [f"Film {index} (199{index % 10})" if index % 4 else str(500 + index) for index in range(NUM_ITEMS)]
@@ -60,6 +61,28 @@ def test_pipeline_recommends_as_the_recommender(variant, tmp_path):
         assert_same_recommendations(recommend(HISTORIES, top_k=7, timestamps=times, batch_size=batch_size), expected)
     single = recommend(HISTORIES[0], top_k=7, timestamps=times[0] if times else None)
     assert_same_recommendations([single], expected[:1])
+
+
+def test_exposure_spreads_the_pipeline_lists_as_the_recommender_does(tmp_path):
+    model = tiny_model("sasrec", seed=5)
+    tokenizer = build_item_tokenizer(KEYS)
+    save_run(model, tokenizer, tmp_path)
+    recommend = pipeline(PIPELINE_TASK, model=str(tmp_path), device="cpu")
+    histories = HISTORIES * 3  # the same users again: alone, they would get the same lists again
+
+    def exposure():
+        return ExposurePenalty(VOCAB_SIZE, weight=100.0, k=5, candidates=NUM_ITEMS)
+
+    expected = Recommender(model, tokenizer)(histories, top_k=5, exposure=exposure())
+    spread = recommend(histories, top_k=5, exposure=exposure(), batch_size=2)
+    assert_same_recommendations(spread, expected)
+    plain = recommend(histories, top_k=5, batch_size=2)
+    assert len({item for result in spread for item in result["items"]}) > len(
+        {item for result in plain for item in result["items"]}
+    )
+    # the state is kept across calls: one history at a time gives the lists of one call over all of them
+    kept = exposure()
+    assert_same_recommendations([recommend(history, top_k=5, exposure=kept) for history in histories], expected)
 
 
 def test_inputs_options_and_errors_match_the_recommender(tmp_path):

@@ -1,0 +1,228 @@
+"""How much does MovieLens-100K say about which recommended films a user will dislike? The ceiling behind the
+`dislikes` target of `bench_alignment.py`.
+
+A demotion cuts held-out dislikes from the top 10 without costing next items only if it ranks those dislikes below
+the user's next liked item: `bench_alignment.separation`, an AUC over (held-out dislike, next item) pairs of one
+user. This benchmark measures that AUC for the signals a reviewer would reach for, on the SFT runs of
+`bench_alignment.py` (trained there unless already under `--work`), over two sets of pairs of the test split:
+`top 50` (dislikes the SFT model ranks in its top 50: the ones a demotion must move) and `all` (every held-out
+dislike: whether the signal predicts dislikes at all). Signals, each a demotion (larger = more suspect):
+
+- `popularity`: `log(1 + training count)` of the item (the best re-ranker of `bench_alignment.py`);
+- `low item mean rating`: minus the item's mean training rating, shrunk to the global mean by `SHRINK` ratings;
+- `rating model`: minus the rating predicted by a biased matrix factorisation (global mean, user and item biases,
+  factors) fitted to every 1-5 rating of the embedded MovieLens-100K except the validation and test targets and the
+  held-out dislikes; its size and L2 weight are chosen on the validation `top 50` pairs of the same seed. That it is
+  a working rating model is checked by its RMSE on a random tenth of those ratings when fitted to the rest.
+
+One JSON line per (seed, signal) to `benchmarks/results/dislike_signal_ml-100k.jsonl`, the summary to `.md`.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_dislike_signal.py [--seeds 0 1 2] [--work DIR]
+"""
+
+import argparse
+import json
+import logging
+import statistics
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from bench_alignment import ROOT, SEPARATION_TOP, ScoreRecorder, evaluate, prepare_data, separation, train_sft
+from bench_item_features import code_version
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from data_preprocess.dislikes import load_dislikes
+from data_preprocess.formats import embedded_movielens, read_interactions
+from hf_sasrec.processed_data import beyond_accuracy_inputs, drop_short_rows, load_processed_data
+
+logger = logging.getLogger("bench_dislike_signal")
+RESULTS = Path(__file__).parent / "results"
+SHRINK = 5.0
+# rating model: (factors, L2 weight per rating) tried; fitted by full-batch Adam.
+RATING_MODELS = ((8, 0.05), (8, 0.1), (32, 0.01), (32, 0.1), (64, 0.1), (64, 0.3))
+RATING_STEPS = 300
+RATING_LR = 0.02
+
+
+def training_ratings(data_dir: Path, rows: list[dict], tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every rating of the embedded MovieLens-100K a model may train on, as (user index into `rows`, token id,
+    rating) tensors: not the validation or test target of a user (the last two items of its test row), not a
+    held-out dislike; ratings of users or items outside the data folder are left out, and counted in the log."""
+    held_out = {
+        (user, item)
+        for part in ("valid", "test")
+        for user, items in load_dislikes(data_dir, part).items()
+        for item in items
+    }
+    user_index = {str(row["user_id"]): index for index, row in enumerate(rows)}
+    held_out |= {(str(row["user_id"]), item) for row in rows for item in row["item_ids"][-2:]}
+    frame = read_interactions(embedded_movielens(), "atomic").frame
+    vocab = tokenizer.get_vocab()
+    users, items, ratings, outside = [], [], [], 0
+    for user, item, rating in zip(frame["user"], frame["item"], frame["rating"], strict=True):
+        token = vocab.get(item)
+        if user not in user_index or token is None:
+            outside += 1
+        elif (user, token) not in held_out:
+            users.append(user_index[user])
+            items.append(token)
+            ratings.append(rating)
+    logger.info(
+        "%d training ratings; %d held out; %d of users or items outside the data",
+        len(ratings),
+        len(frame) - len(ratings) - outside,
+        outside,
+    )
+    return torch.tensor(users), torch.tensor(items), torch.tensor(ratings, dtype=torch.float32)
+
+
+def item_mean_rating(items: torch.Tensor, ratings: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Each item's mean rating shrunk to the global mean by `SHRINK` ratings, `[vocab_size]`."""
+    total = torch.zeros(vocab_size).index_add_(0, items, ratings)
+    count = torch.zeros(vocab_size).index_add_(0, items, torch.ones_like(ratings))
+    return (total + SHRINK * ratings.mean()) / (count + SHRINK)
+
+
+def fit_rating_model(ratings: tuple, num_users: int, vocab_size: int, factors: int, l2: float) -> torch.Tensor:
+    """The predicted rating of every (user, item) of a biased matrix factorisation fitted to `ratings` (squared
+    error plus `l2` times the squared norms of each rating's parameters), `[num_users, vocab_size]`."""
+    users, items, values = ratings
+    mean = values.mean()
+    user_factors = (0.01 * torch.randn(num_users, factors)).requires_grad_()
+    item_factors = (0.01 * torch.randn(vocab_size, factors)).requires_grad_()
+    user_bias = torch.zeros(num_users, requires_grad=True)
+    item_bias = torch.zeros(vocab_size, requires_grad=True)
+    optimizer = torch.optim.Adam([user_factors, item_factors, user_bias, item_bias], lr=RATING_LR)
+    for _ in range(RATING_STEPS):
+        predicted = mean + user_bias[users] + item_bias[items] + (user_factors[users] * item_factors[items]).sum(-1)
+        penalty = user_factors[users].pow(2).sum(-1) + item_factors[items].pow(2).sum(-1)
+        penalty = penalty + user_bias[users].pow(2) + item_bias[items].pow(2)
+        loss = ((predicted - values).pow(2) + l2 * penalty).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return mean + user_bias[:, None] + item_bias[None, :] + user_factors @ item_factors.T
+
+
+def held_out_rmse(ratings: tuple, num_users: int, vocab_size: int, factors: int, l2: float) -> float:
+    """The RMSE on a random tenth of `ratings` of the rating model fitted to the other nine tenths."""
+    order = torch.randperm(len(ratings[2]))
+    tenth, rest = order[: len(order) // 10], order[len(order) // 10 :]
+    predicted = fit_rating_model(tuple(part[rest] for part in ratings), num_users, vocab_size, factors, l2)
+    users, items, values = (part[tenth] for part in ratings)
+    return (predicted[users, items] - values).pow(2).mean().sqrt().item()
+
+
+def ranked(model, split, inputs: dict) -> tuple[torch.Tensor, list[dict]]:
+    """The SFT model's scores of every user of `split` (`[users, vocab_size]`, excluded items at -inf), its rows."""
+    recorder = ScoreRecorder()
+    evaluate(model, split, inputs, recorder)
+    return recorder.scores(), recorder.rows
+
+
+def aligned(values: torch.Tensor, rows: list[dict], reference: list[dict]) -> torch.Tensor:
+    """`values` (one row per user of `reference`) reordered to the users of `rows`."""
+    index = {str(row["user_id"]): position for position, row in enumerate(reference)}
+    return values[[index[str(row["user_id"])] for row in rows]]
+
+
+def summary(lines: list[dict]) -> str:
+    """Markdown: per signal, the mean ± std over seeds of each AUC (the latest line of each signal and seed)."""
+    lines = list({(line["signal"], line["seed"]): line for line in lines}.values())
+    signals = list(dict.fromkeys(line["signal"] for line in lines))
+    seeds = sorted({line["seed"] for line in lines})
+    out = [
+        "# What MovieLens-100K says about dislikes: separation of held-out dislikes from the next liked item",
+        "",
+        f"`python benchmarks/bench_dislike_signal.py`; seeds {', '.join(map(str, seeds))}; code "
+        f"{lines[-1]['code']}. AUC over (held-out test dislike, the user's next item) pairs: 0.5 no separation, "
+        f"1 every dislike demoted more. `top {SEPARATION_TOP}`: dislikes the SFT model ranks in its top "
+        f"{SEPARATION_TOP} (what a re-ranker must move); `all`: every held-out dislike. Mean ± std over seeds "
+        "(pairs per seed).",
+        "",
+        f"| signal | top {SEPARATION_TOP} | all | chosen |",
+        "| --- | --- | --- | --- |",
+    ]
+    for signal in signals:
+        rows = [line for line in lines if line["signal"] == signal]
+        cells = []
+        for key in ("top", "all"):
+            aucs = [row[key]["auc"] for row in rows]
+            spread = statistics.stdev(aucs) if len(aucs) > 1 else 0.0
+            pairs = statistics.mean(row[key]["pairs"] for row in rows)
+            cells.append(f"{statistics.mean(aucs):.3f} ± {spread:.3f} ({pairs:.0f})")
+        chosen = "; ".join(f"seed {row['seed']}: {row['chosen']}" for row in rows if row.get("chosen"))
+        out.append(f"| {signal} | {cells[0]} | {cells[1]} | {chosen} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench" / "alignment")
+    parser.add_argument("--output", type=Path, default=RESULTS / "dislike_signal_ml-100k.jsonl")
+    args = parser.parse_args()
+    logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)
+    (args.work / "runs").mkdir(parents=True, exist_ok=True)
+    data_dir = prepare_data(args.work)
+    splits, _, _ = load_processed_data(str(data_dir))
+    valid, test = (drop_short_rows(splits[name], name) for name in ("valid", "test"))
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(data_dir / "tokenizer")
+    for seed in args.seeds:
+        model = AutoModelForCausalLM.from_pretrained(train_sft(data_dir, args.work, seed)).eval()
+        vocab_size = model.config.vocab_size
+        scored = {
+            name: ranked(model, split, beyond_accuracy_inputs(data_dir, name, splits["train"], vocab_size))
+            for name, split in (("valid", valid), ("test", test))
+        }
+        test_scores, rows = scored["test"]
+        dislikes = {name: load_dislikes(data_dir, name) for name in ("valid", "test")}
+        ratings = training_ratings(data_dir, rows, tokenizer)
+        counts = beyond_accuracy_inputs(data_dir, "test", splits["train"], vocab_size)["item_counts"].float()
+        signals = {
+            "popularity": (torch.log1p(counts).expand(len(rows), -1), ""),
+            "low item mean rating": (
+                (-item_mean_rating(ratings[1], ratings[2], vocab_size)).expand(len(rows), -1),
+                "",
+            ),
+        }
+        torch.manual_seed(seed)
+        best = None
+        for factors, l2 in RATING_MODELS:
+            demotion = -fit_rating_model(ratings, len(rows), vocab_size, factors, l2)
+            valid_scores, valid_rows = scored["valid"]
+            auc = separation(aligned(demotion, valid_rows, rows), valid_scores, valid_rows, dislikes["valid"])["auc"]
+            logger.info(
+                "seed %d rating model %d factors, L2 %g: validation top-%d AUC %.3f",
+                seed,
+                factors,
+                l2,
+                SEPARATION_TOP,
+                auc,
+            )
+            if best is None or auc > best[0]:
+                best = (auc, demotion, factors, l2)
+        auc, demotion, factors, l2 = best
+        rmse = held_out_rmse(ratings, len(rows), vocab_size, factors, l2)
+        signals["rating model"] = (demotion, f"{factors} factors, L2 {l2} (validation {auc:.3f}; RMSE {rmse:.3f})")
+        for signal, (demotion, chosen) in signals.items():
+            line = {
+                "signal": signal,
+                "seed": seed,
+                "top": separation(demotion, test_scores, rows, dislikes["test"]),
+                "all": separation(demotion, test_scores, rows, dislikes["test"], top=vocab_size),
+                "chosen": chosen,
+                "code": code_version(),
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            logger.info("seed %d %s: top %.3f, all %.3f", seed, signal, line["top"]["auc"], line["all"]["auc"])
+            with args.output.open("a") as file:
+                file.write(json.dumps(line) + "\n")
+    recorded = [json.loads(text) for text in args.output.read_text().splitlines() if text.strip()]
+    args.output.with_suffix(".md").write_text(summary(recorded))
+
+
+if __name__ == "__main__":
+    main()
