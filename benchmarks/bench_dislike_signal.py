@@ -11,9 +11,10 @@ dislike: whether the signal predicts dislikes at all). Signals, each a demotion 
 - `popularity`: `log(1 + training count)` of the item (the best re-ranker of `bench_alignment.py`);
 - `low item mean rating`: minus the item's mean training rating, shrunk to the global mean by `SHRINK` ratings;
 - `rating model`: minus the rating predicted by a biased matrix factorisation (global mean, user and item biases,
-  factors) fitted to every 1-5 rating of the embedded MovieLens-100K except the validation and test targets and the
-  held-out dislikes; its size and L2 weight are chosen on the validation `top 50` pairs of the same seed. That it is
-  a working rating model is checked by its RMSE on a random tenth of those ratings when fitted to the rest.
+  factors) fitted to the 1-5 ratings of the embedded MovieLens-100K of the data folder's users and items, except the
+  validation and test targets and the held-out dislikes. A setting of `RATING_MODELS` (factors, L2 weight) counts
+  only if it is a working rating model: fitted to nine tenths of those ratings, its RMSE on the last tenth must beat
+  the item mean's; of those, the one with the best AUC on the validation `top 50` pairs of the same seed is kept.
 
 One JSON line per (seed, signal) to `benchmarks/results/dislike_signal_ml-100k.jsonl`, the summary to `.md`.
 
@@ -30,7 +31,8 @@ from pathlib import Path
 import torch
 from bench_alignment import ROOT, SEPARATION_TOP, ScoreRecorder, evaluate, prepare_data, separation, train_sft
 from bench_item_features import code_version
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 from data_preprocess.dislikes import load_dislikes
 from data_preprocess.formats import embedded_movielens, read_interactions
@@ -45,9 +47,15 @@ RATING_STEPS = 300
 RATING_LR = 0.02
 
 
-def training_ratings(data_dir: Path, rows: list[dict], tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every rating of the embedded MovieLens-100K a model may train on, as (user index into `rows`, token id,
-    rating) tensors: not the validation or test target of a user (the last two items of its test row), not a
+# (user index, token id, rating) of each rating, three `[ratings]` tensors.
+Ratings = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def training_ratings(
+    data_dir: Path, rows: list[dict], valid_rows: list[dict], tokenizer: PreTrainedTokenizerFast
+) -> Ratings:
+    """Every rating of the embedded MovieLens-100K a model may train on, users indexed as `rows` (the test split's):
+    not a user's test target (the last item of its row in `rows`) or validation target (of `valid_rows`), not a
     held-out dislike; ratings of users or items outside the data folder are left out, and counted in the log."""
     held_out = {
         (user, item)
@@ -56,7 +64,7 @@ def training_ratings(data_dir: Path, rows: list[dict], tokenizer) -> tuple[torch
         for item in items
     }
     user_index = {str(row["user_id"]): index for index, row in enumerate(rows)}
-    held_out |= {(str(row["user_id"]), item) for row in rows for item in row["item_ids"][-2:]}
+    held_out |= {(str(row["user_id"]), row["item_ids"][-1]) for row in [*rows, *valid_rows]}
     frame = read_interactions(embedded_movielens(), "atomic").frame
     vocab = tokenizer.get_vocab()
     users, items, ratings, outside = [], [], [], 0
@@ -84,7 +92,7 @@ def item_mean_rating(items: torch.Tensor, ratings: torch.Tensor, vocab_size: int
     return (total + SHRINK * ratings.mean()) / (count + SHRINK)
 
 
-def fit_rating_model(ratings: tuple, num_users: int, vocab_size: int, factors: int, l2: float) -> torch.Tensor:
+def fit_rating_model(ratings: Ratings, num_users: int, vocab_size: int, factors: int, l2: float) -> torch.Tensor:
     """The predicted rating of every (user, item) of a biased matrix factorisation fitted to `ratings` (squared
     error plus `l2` times the squared norms of each rating's parameters), `[num_users, vocab_size]`."""
     users, items, values = ratings
@@ -106,16 +114,20 @@ def fit_rating_model(ratings: tuple, num_users: int, vocab_size: int, factors: i
         return mean + user_bias[:, None] + item_bias[None, :] + user_factors @ item_factors.T
 
 
-def held_out_rmse(ratings: tuple, num_users: int, vocab_size: int, factors: int, l2: float) -> float:
-    """The RMSE on a random tenth of `ratings` of the rating model fitted to the other nine tenths."""
-    order = torch.randperm(len(ratings[2]))
-    tenth, rest = order[: len(order) // 10], order[len(order) // 10 :]
-    predicted = fit_rating_model(tuple(part[rest] for part in ratings), num_users, vocab_size, factors, l2)
-    users, items, values = (part[tenth] for part in ratings)
+def rmse(predicted: torch.Tensor, ratings: Ratings) -> float:
+    """The RMSE of `predicted` (`[users, vocab_size]`) on `ratings`."""
+    users, items, values = ratings
     return (predicted[users, items] - values).pow(2).mean().sqrt().item()
 
 
-def ranked(model, split, inputs: dict) -> tuple[torch.Tensor, list[dict]]:
+def tenth_split(ratings: Ratings) -> tuple[Ratings, Ratings]:
+    """A random nine tenths of `ratings` and the tenth left."""
+    order = torch.randperm(len(ratings[2]))
+    rest, tenth = order[len(order) // 10 :], order[: len(order) // 10]
+    return tuple(part[rest] for part in ratings), tuple(part[tenth] for part in ratings)
+
+
+def ranked(model: PreTrainedModel, split: Dataset, inputs: dict) -> tuple[torch.Tensor, list[dict]]:
     """The SFT model's scores of every user of `split` (`[users, vocab_size]`, excluded items at -inf), its rows."""
     recorder = ScoreRecorder()
     evaluate(model, split, inputs, recorder)
@@ -173,14 +185,15 @@ def main() -> None:
     for seed in args.seeds:
         model = AutoModelForCausalLM.from_pretrained(train_sft(data_dir, args.work, seed)).eval()
         vocab_size = model.config.vocab_size
-        scored = {
-            name: ranked(model, split, beyond_accuracy_inputs(data_dir, name, splits["train"], vocab_size))
-            for name, split in (("valid", valid), ("test", test))
+        inputs = {
+            name: beyond_accuracy_inputs(data_dir, name, splits["train"], vocab_size) for name in ("valid", "test")
         }
-        test_scores, rows = scored["test"]
+        (valid_scores, valid_rows), (test_scores, rows) = (
+            ranked(model, split, inputs[name]) for name, split in (("valid", valid), ("test", test))
+        )
         dislikes = {name: load_dislikes(data_dir, name) for name in ("valid", "test")}
-        ratings = training_ratings(data_dir, rows, tokenizer)
-        counts = beyond_accuracy_inputs(data_dir, "test", splits["train"], vocab_size)["item_counts"].float()
+        ratings = training_ratings(data_dir, rows, valid_rows, tokenizer)
+        counts = inputs["test"]["item_counts"].float()
         signals = {
             "popularity": (torch.log1p(counts).expand(len(rows), -1), ""),
             "low item mean rating": (
@@ -189,24 +202,31 @@ def main() -> None:
             ),
         }
         torch.manual_seed(seed)
+        rest, tenth = tenth_split(ratings)
+        item_mean = item_mean_rating(rest[1], rest[2], vocab_size).expand(len(rows), -1)
+        baseline = rmse(item_mean, tenth)
+        logger.info("seed %d: item mean RMSE %.3f on a tenth of the ratings", seed, baseline)
         best = None
         for factors, l2 in RATING_MODELS:
+            error = rmse(fit_rating_model(rest, len(rows), vocab_size, factors, l2), tenth)
+            if error >= baseline:
+                logger.info("seed %d rating model %d factors, L2 %g: RMSE %.3f, not kept", seed, factors, l2, error)
+                continue
             demotion = -fit_rating_model(ratings, len(rows), vocab_size, factors, l2)
-            valid_scores, valid_rows = scored["valid"]
             auc = separation(aligned(demotion, valid_rows, rows), valid_scores, valid_rows, dislikes["valid"])["auc"]
             logger.info(
-                "seed %d rating model %d factors, L2 %g: validation top-%d AUC %.3f",
-                seed,
-                factors,
-                l2,
-                SEPARATION_TOP,
-                auc,
+                "seed %d rating model %d factors, L2 %g: RMSE %.3f, validation AUC %.3f", seed, factors, l2, error, auc
             )
             if best is None or auc > best[0]:
-                best = (auc, demotion, factors, l2)
-        auc, demotion, factors, l2 = best
-        rmse = held_out_rmse(ratings, len(rows), vocab_size, factors, l2)
-        signals["rating model"] = (demotion, f"{factors} factors, L2 {l2} (validation {auc:.3f}; RMSE {rmse:.3f})")
+                best = (
+                    auc,
+                    demotion,
+                    f"{factors} factors, L2 {l2}: RMSE {error:.3f} (item mean {baseline:.3f}), "
+                    f"validation AUC {auc:.3f}",
+                )
+        if best is None:
+            raise RuntimeError(f"seed {seed}: no setting of RATING_MODELS beats the item mean's RMSE {baseline:.3f}")
+        signals["rating model"] = best[1:]
         for signal, (demotion, chosen) in signals.items():
             line = {
                 "signal": signal,

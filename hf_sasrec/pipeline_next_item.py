@@ -76,8 +76,8 @@ class NextItemRecommendationPipeline(Pipeline):
         max_length: history items the model reads (the last ones); default `config.max_position_embeddings`.
 
     Call it with one history (a list of raw keys in time order), a list of histories, or `{"history": keys,
-    "timestamps": times}` dicts (one, a list, a dataset or a generator of them), and the keyword arguments `top_k`
-    (default 10), `exclude_history` (default `True`), `timestamps` (shaped as the histories; `tisasrec`),
+    "timestamps": times}` dicts (one, a list, a torch `Dataset` or a generator of them), and the keyword arguments
+    `top_k` (default 10), `exclude_history` (default `True`), `timestamps` (shaped as the histories; `tisasrec`),
     `exposure` (an `hf_sasrec.reranking.ExposurePenalty`: each list re-chosen among the user's best items so that
     items no earlier list holds reach later users; see `NextItemRecommender.recommend_ids`) and `batch_size`
     (histories a forward pass). Each history gives `{"items": [keys], "scores": [floats] or None,
@@ -109,7 +109,7 @@ class NextItemRecommendationPipeline(Pipeline):
 
         Args:
             inputs: one history (raw item keys in time order), a list of histories, or `{"history": keys,
-                "timestamps": times}` dicts (one, a list, a dataset or a generator of them).
+                "timestamps": times}` dicts (one, a list, a torch `Dataset` or a generator of them).
             timestamps: `tisasrec` only, with histories given as lists: one integer time per item, shaped as them.
             kwargs: `top_k`, `exclude_history`, `exposure`, `batch_size`, `num_workers`.
         """
