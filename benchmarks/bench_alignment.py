@@ -36,7 +36,14 @@ from bench_item_features import code_version, run, seeds_interval
 from transformers import AutoModelForCausalLM
 
 from data_preprocess.dislikes import load_dislikes
-from hf_sasrec.evaluation import COVERAGE_K, evaluate_users, mean_with_interval, paired_difference
+from hf_sasrec.evaluation import (
+    COVERAGE_K,
+    coverage,
+    coverage_interval,
+    evaluate_users,
+    mean_with_interval,
+    paired_difference,
+)
 from hf_sasrec.processed_data import beyond_accuracy_inputs, drop_short_rows, load_processed_data
 from hf_sasrec.reranking import DislikeRatePenalty, DislikeSimilarityPenalty, ExposurePenalty, PopularityPenalty
 
@@ -128,10 +135,15 @@ def reranker(kind: str, model, data_dir: Path, item_counts: torch.Tensor, weight
     return DislikeSimilarityPenalty(vectors, load_dislikes(data_dir, "pairs"), weight)
 
 
-def evaluate(model, split, inputs: dict, rerank=None) -> tuple[dict[str, torch.Tensor], float]:
-    """Per-user values and coverage@10 of `model` on `split` (full ranking, history excluded)."""
-    values, _, coverage = evaluate_users(model, split, k_values=(10,), rerank=rerank, **inputs)
-    return values, coverage
+def evaluate(model, split, inputs: dict, rerank=None) -> tuple[dict[str, torch.Tensor], torch.LongTensor]:
+    """Per-user values and top-10 lists of `model` on `split` (full ranking, history excluded)."""
+    values, _, lists = evaluate_users(model, split, k_values=(10,), rerank=rerank, **inputs)
+    return values, lists
+
+
+def catalog_coverage(model, lists: torch.LongTensor) -> float:
+    """coverage@10 of `lists` over `model`'s catalog."""
+    return coverage(lists, model.config.vocab_size, model.config.num_special_tokens)
 
 
 class ScoreRecorder:
@@ -175,16 +187,14 @@ def choose_weight(kind: str, model, data_dir: Path, valid, inputs: dict) -> tupl
     base = evaluate(model, valid, inputs)[0]["ndcg@10"].mean().item()
     chosen, trace = 0.0, []
     for weight in WEIGHTS:
-        values, coverage = evaluate(
-            model, valid, inputs, reranker(kind, model, data_dir, inputs["item_counts"], weight)
-        )
+        values, lists = evaluate(model, valid, inputs, reranker(kind, model, data_dir, inputs["item_counts"], weight))
         ndcg = values["ndcg@10"].mean().item()
         trace.append(
             {
                 "weight": weight,
                 "valid_ndcg@10": ndcg,
                 "valid_disliked@10": values["disliked@10"].nanmean().item(),
-                "valid_coverage@10": coverage,
+                "valid_coverage@10": catalog_coverage(model, lists),
             }
         )
         if ndcg >= (1 - SELECTION_TOLERANCE) * base:
@@ -192,17 +202,20 @@ def choose_weight(kind: str, model, data_dir: Path, valid, inputs: dict) -> tupl
     return chosen, trace
 
 
-def record(arm: str, seed: int, values: dict, coverage: float, sft: tuple[dict, float], extra: dict) -> dict:
-    """The JSON line of one arm and seed: each metric's mean and interval, and its paired change against SFT."""
-    sft_values, sft_coverage = sft
+def record(arm: str, seed: int, evaluated: tuple, sft: tuple, catalog: tuple[int, int], extra: dict) -> dict:
+    """The JSON line of one arm and seed (`evaluate`'s values and lists, and the SFT model's; `catalog`: vocabulary
+    size and special tokens): each metric's mean and interval, and its paired change against SFT (coverage@10: its
+    bootstrap intervals, `coverage_interval`)."""
+    (values, lists), (sft_values, sft_lists) = evaluated, sft
     line = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "arm": arm, "seed": seed}
     line["code"] = code_version()
     for name in REPORTED:
         if name == f"coverage@{COVERAGE_K}":
-            line[name] = {"mean": coverage, "change": coverage - sft_coverage}
-            continue
-        mean, half_width = mean_with_interval(values[name])
-        change, change_half_width = paired_difference(values[name], sft_values[name])
+            mean, half_width = coverage_interval(lists, *catalog)
+            change, change_half_width = coverage_interval(lists, *catalog, baseline=sft_lists)
+        else:
+            mean, half_width = mean_with_interval(values[name])
+            change, change_half_width = paired_difference(values[name], sft_values[name])
         line[name] = {"mean": mean, "ci95": half_width, "change": change, "change_ci95": change_half_width}
     return line | extra
 
@@ -221,7 +234,7 @@ def summary(lines: list[dict]) -> str:
         "",
         "Each cell: mean ± standard deviation over seeds; below it, the paired change against the SFT model of the "
         "same seed, mean over seeds with its 95% interval (users are the unit; seeds combined as independent "
-        "estimates). popularity_percentile@10: lower is more novel. coverage@10 has no per-user interval.",
+        "estimates). popularity_percentile@10: lower is more novel. coverage@10: bootstrap intervals over users.",
         "",
         header,
         "| --- " * (len(REPORTED) + 2) + "|",
@@ -298,7 +311,8 @@ def sweep(work: Path, data_dir: Path, splits, valid, output: Path) -> None:
     sft_dir = train_sft(data_dir, work, 0)
     sft_model = AutoModelForCausalLM.from_pretrained(sft_dir).eval()
     inputs = beyond_accuracy_inputs(data_dir, "valid", splits["train"], sft_model.config.vocab_size)
-    base, base_coverage = evaluate(sft_model, valid, inputs)
+    base, base_lists = evaluate(sft_model, valid, inputs)
+    base_coverage = catalog_coverage(sft_model, base_lists)
     out = [
         "# Validation sweep of the `dislikes` DPO recipe (MovieLens-100K, seed 0)",
         "",
@@ -311,7 +325,8 @@ def sweep(work: Path, data_dir: Path, splits, valid, output: Path) -> None:
     ]
     for number, (name, options) in enumerate(SWEEP.items()):
         run_dir, _ = train_dpo(f"sweep{number}", "train_configs/dpo/dislikes.yaml", options, sft_dir, work, 0)
-        values, coverage = evaluate(AutoModelForCausalLM.from_pretrained(run_dir).eval(), valid, inputs)
+        values, lists = evaluate(AutoModelForCausalLM.from_pretrained(run_dir).eval(), valid, inputs)
+        coverage = catalog_coverage(sft_model, lists)
         cells = []
         for metric in ("ndcg@10", "disliked@10", "popularity_percentile@10"):
             change, half_width = paired_difference(values[metric], base[metric])
@@ -361,30 +376,31 @@ def main() -> None:
             kind, spec, options = ARMS[arm]
             extra: dict = {}
             if kind == "sft" and spec is None:
-                values, coverage = sft
+                evaluated = sft
             elif kind == "sft":
                 model = AutoModelForCausalLM.from_pretrained(train_sft(data_dir, args.work, seed, arm, spec)).eval()
                 recorder = ScoreRecorder()
-                values, coverage = evaluate(model, test, test_inputs, recorder)
+                evaluated = evaluate(model, test, test_inputs, recorder)
                 demotion = sft_scores - recorder.scores()
                 extra = {"unlikelihood_weight": float(spec)}
             elif kind == "dpo":
                 run_dir, seconds = train_dpo(arm, spec, options, sft_dir, args.work, seed)
                 model = AutoModelForCausalLM.from_pretrained(run_dir).eval()
                 recorder = ScoreRecorder()
-                values, coverage = evaluate(model, test, test_inputs, recorder)
+                evaluated = evaluate(model, test, test_inputs, recorder)
                 demotion = sft_scores - recorder.scores()
                 extra = {"dpo_s": seconds, "config": spec, "options": options}
             else:
                 weight, trace = choose_weight(spec, sft_model, data_dir, valid, valid_inputs)
                 rerank = reranker(spec, sft_model, data_dir, test_inputs["item_counts"], weight)
-                values, coverage = evaluate(sft_model, test, test_inputs, rerank)
+                evaluated = evaluate(sft_model, test, test_inputs, rerank)
                 fresh = reranker(spec, sft_model, data_dir, test_inputs["item_counts"], weight)
                 demotion = sft_scores - fresh(sft_scores.clone(), rows)
                 extra = {"weight": weight, "selection": trace}
             if arm != "sft":
                 extra["separation"] = separation(demotion, sft_scores, rows, test_inputs["disliked_items"])
-            line = record(arm, seed, values, coverage, sft, extra)
+            catalog = (vocab_size, sft_model.config.num_special_tokens)
+            line = record(arm, seed, evaluated, sft, catalog, extra)
             with args.output.open("a") as file:
                 file.write(json.dumps(line) + "\n")
             logger.info(

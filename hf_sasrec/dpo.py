@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from datasets import Dataset, load_from_disk
 from torch import nn
+from transformers import PreTrainedConfig
 
 from data_preprocess.atomic_files import atomic_directory, atomic_write_json
 from data_preprocess.preference import build_preference_pairs
@@ -36,7 +37,7 @@ from .checkpoint_loading import check_item_vocabulary, checkpoint_item_vectors, 
 from .checkpoints import OutputDirError, check_output_dir
 from .dpo_config import RecommenderDPOConfig
 from .dpo_trainer import RecommenderDPOTrainer
-from .evaluation import evaluate_users, mean_with_interval, paired_difference
+from .evaluation import coverage_interval, evaluate_users, mean_with_interval, paired_difference
 from .item_tokenizer import save_item_tokenizer
 from .processed_data import beyond_accuracy_inputs, load_processed_data
 from .run_info import RunInfo
@@ -102,13 +103,17 @@ GOAL_METRICS = {"low-rated": "full/disliked@10", "popular": "full/popularity_per
 
 
 def side_by_side(
-    before: tuple[dict[str, torch.Tensor], float], after: tuple[dict[str, torch.Tensor], float], goal: str
+    before: tuple[dict[str, torch.Tensor], torch.LongTensor],
+    after: tuple[dict[str, torch.Tensor], torch.LongTensor],
+    goal: str,
+    config: PreTrainedConfig,
 ) -> dict[str, dict[str, float]]:
     """`{metric: {"sft", "sft_ci95", "dpo", "dpo_ci95", "change", "change_ci95"}}` from the per-user values and the
-    coverage of both evaluations (`evaluate_users` on the same users): each mean with the half-width of its 95%
-    interval, the change as the paired difference over users with its own (coverage, a property of all lists
-    together, has no interval). `goal` comes first."""
-    (before_values, before_coverage), (after_values, after_coverage) = before, after
+    top-10 lists of both evaluations (`evaluate_users` on the same users): each mean with the half-width of its 95%
+    interval, the change as the paired difference over users with its own; coverage@10 (of the model of `config`'s
+    catalog) with its bootstrap interval, the change on the same resamples (`coverage_interval`). `goal` comes
+    first."""
+    (before_values, before_lists), (after_values, after_lists) = before, after
     table = {}
     for name in before_values:
         sft, sft_ci = mean_with_interval(before_values[name])
@@ -122,10 +127,17 @@ def side_by_side(
             "change": change,
             "change_ci95": change_ci,
         }
+    catalog = (config.vocab_size, config.num_special_tokens)
+    sft, sft_ci = coverage_interval(before_lists, *catalog)
+    dpo, dpo_ci = coverage_interval(after_lists, *catalog)
+    change, change_ci = coverage_interval(after_lists, *catalog, baseline=before_lists)
     table["full/coverage@10"] = {
-        "sft": before_coverage,
-        "dpo": after_coverage,
-        "change": after_coverage - before_coverage,
+        "sft": sft,
+        "sft_ci95": sft_ci,
+        "dpo": dpo,
+        "dpo_ci95": dpo_ci,
+        "change": change,
+        "change_ci95": change_ci,
     }
     return {name: table[name] for name in sorted(table, key=lambda name: name != goal)}
 
@@ -179,8 +191,8 @@ def main(script_args: DPOScriptArguments, training_args: RecommenderDPOConfig) -
     eval_split = splits[script_args.eval_split]
     extras = beyond_accuracy_inputs(data_dir, script_args.eval_split, splits["train"], model.config.vocab_size)
 
-    def rank(ranked_model: nn.Module) -> tuple[dict[str, torch.Tensor], float]:
-        values, _, coverage = evaluate_users(
+    def rank(ranked_model: nn.Module) -> tuple[dict[str, torch.Tensor], torch.LongTensor]:
+        values, _, lists = evaluate_users(
             ranked_model,
             eval_split,
             protocol="full",
@@ -189,7 +201,7 @@ def main(script_args: DPOScriptArguments, training_args: RecommenderDPOConfig) -
             max_length=max_length,
             **extras,
         )
-        return values, coverage
+        return values, lists
 
     before = rank(model)
     trainer = RecommenderDPOTrainer(
@@ -204,7 +216,7 @@ def main(script_args: DPOScriptArguments, training_args: RecommenderDPOConfig) -
 
     dpo_logs = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
     metrics = {
-        script_args.eval_split: side_by_side(before, after, GOAL_METRICS[script_args.source]),
+        script_args.eval_split: side_by_side(before, after, GOAL_METRICS[script_args.source], model.config),
         "train": train_result.metrics,
         "dpo_last_log": dpo_logs[-1] if dpo_logs else {},
         "num_pairs": len(preferences),

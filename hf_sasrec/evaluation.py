@@ -28,9 +28,12 @@ Beyond accuracy (`full` protocol, over each user's top 10, when their inputs are
 
 Intervals: every metric that is a mean over users also reports `{metric}_ci95`, the half-width of its 95% confidence
 interval under the normal approximation over users (1.96 standard errors: the users are the independent units).
-Coverage is a property of the whole set of lists and has none. [`evaluate_users`] returns the per-user values, so
-that two models evaluated on the same users compare by their paired difference ([`paired_difference`]), whose
-interval is far narrower than the two intervals side by side.
+Coverage is a property of the whole set of lists, not a mean over users: its `coverage@10_ci95` is 1.96 times its
+bootstrap standard error over users (`COVERAGE_RESAMPLES` resamples of the users with replacement, seeded), around
+the observed coverage ([`coverage_interval`]). [`evaluate_users`] returns the per-user values and lists, so that two
+models evaluated on the same users compare by their paired difference ([`paired_difference`]; for coverage,
+`coverage_interval(lists, baseline=...)` on the same resamples), whose interval is far narrower than the two
+intervals side by side.
 
 Ties are counted pessimistically: the rank of the target is the number of other candidates scoring at least as high,
 so a model that gives every item the same score ranks every target last. Users are scored in chunks of `batch_size`:
@@ -53,6 +56,9 @@ COVERAGE_K = 10
 K_VALUES = (1, 5, 10, 20)
 Z_95 = 1.959963984540054  # the standard normal quantile of 0.975
 CI_SUFFIX = "_ci95"
+COVERAGE_RESAMPLES = 200
+# bootstrap of coverage: at most this many entries in one `[items, resamples]` block.
+COVERAGE_BLOCK = 20_000_000
 
 
 def rows_of(dataset, start: int, stop: int) -> list[dict]:
@@ -173,6 +179,54 @@ def paired_difference(first: torch.Tensor, second: torch.Tensor) -> tuple[float,
     return mean_with_interval(first.double() - second.double())
 
 
+def coverage(lists: torch.LongTensor, vocab_size: int, num_special_tokens: int) -> float:
+    """The share of the catalog (the ids from `num_special_tokens` to `vocab_size`) in at least one of the users'
+    `lists` `[num_users, k]`."""
+    recommended = torch.zeros(vocab_size, dtype=torch.bool)
+    recommended[lists.flatten()] = True
+    return recommended[num_special_tokens:].sum().item() / (vocab_size - num_special_tokens)
+
+
+def coverage_interval(
+    lists: torch.LongTensor,
+    vocab_size: int,
+    num_special_tokens: int,
+    baseline: torch.LongTensor | None = None,
+    resamples: int = COVERAGE_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The coverage of `lists` `[num_users, k]` (see [`coverage`]), or with `baseline` (the other model's lists of
+    the same users, same shape) the difference `coverage(lists) - coverage(baseline)`, and the half-width of its 95%
+    interval: 1.96 standard deviations of the statistic over `resamples` bootstrap resamples of the users (the same
+    resamples for both lists; drawn with `seed`). A model compared with itself gets 0 with an interval of width 0."""
+    groups = [lists] if baseline is None else [lists, baseline]
+    if baseline is not None and baseline.shape != lists.shape:
+        raise ValueError(
+            f"Paired lists must cover the same users: shapes {tuple(lists.shape)}, {tuple(baseline.shape)}."
+        )
+    observed = [coverage(group, vocab_size, num_special_tokens) for group in groups]
+    value = observed[0] - (observed[1] if baseline is not None else 0.0)
+    num_users = len(lists)
+    if num_users < 2:
+        return value, math.nan
+    generator = torch.Generator().manual_seed(seed)
+    resampled = []
+    block = max(1, COVERAGE_BLOCK // max(vocab_size, lists.numel()))
+    for start in range(0, resamples, block):
+        size = min(block, resamples - start)
+        drawn = torch.randint(num_users, (size, num_users), generator=generator)
+        weights = torch.zeros(size, num_users).scatter_add_(1, drawn, torch.ones(size, num_users))  # [size, users]
+        covered = []
+        for group in groups:
+            # how often each item is listed in a resample: [size, vocab_size]
+            listed = torch.zeros(size, vocab_size).index_add_(
+                1, group.flatten(), weights.repeat_interleave(group.shape[1], 1)
+            )
+            covered.append((listed[:, num_special_tokens:] > 0).sum(1).double() / (vocab_size - num_special_tokens))
+        resampled.append(covered[0] - (covered[1] if baseline is not None else 0.0))
+    return value, Z_95 * torch.cat(resampled).std().item()
+
+
 def summarize(values: Mapping[str, torch.Tensor], group: str) -> dict[str, float]:
     """`{"{group}/{name}": mean, "{group}/{name}_ci95": half-width}` of per-user `values`."""
     metrics = {}
@@ -283,8 +337,9 @@ def evaluate_users(
             instead of all of them, when the split has more.
 
     Returns:
-        `({metric: [num_users]}, targets [num_users], coverage@10)`: the values in the order of `dataset` (or of the
-        sample; NaN where a user has none, e.g. `disliked@10` for a user without a held-out dislike).
+        `({metric: [num_users]}, targets [num_users], lists [num_users, 10])`: the values in the order of `dataset`
+        (or of the sample; NaN where a user has none, e.g. `disliked@10` for a user without a held-out dislike), and
+        each user's top 10 (item ids; of its candidates under `sampled`), whose [`coverage`] is coverage@10.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; expected one of {PROTOCOLS}.")
@@ -305,8 +360,7 @@ def evaluate_users(
         percentiles = popularity_percentiles(torch.as_tensor(item_counts)[:vocab_size], num_special)
     was_training = model.training
     model.eval()
-    ranks, targets, extra = [], [], {}
-    recommended = torch.zeros(vocab_size, dtype=torch.bool)
+    ranks, targets, lists, extra = [], [], [], {}
     for start in range(0, len(dataset), batch_size):
         rows = rows_of(dataset, start, start + batch_size)
         batch = collator(rows)
@@ -331,7 +385,7 @@ def evaluate_users(
             batch_ranks, top_items = sampled_ranking(scores, batch_targets, negatives)
         ranks.append(batch_ranks)
         targets.append(batch_targets)
-        recommended[top_items.flatten()] = True
+        lists.append(top_items)
         if percentiles is not None:
             extra.setdefault(f"popularity_percentile@{COVERAGE_K}", []).append(percentiles[top_items].mean(1))
         if beyond_accuracy and item_categories is not None:
@@ -345,8 +399,7 @@ def evaluate_users(
     model.train(was_training)
     values = ranking_values(torch.cat(ranks), k_values)
     values.update({name: torch.cat(parts) for name, parts in extra.items()})
-    coverage = recommended[num_special:].sum().item() / (vocab_size - num_special)
-    return values, torch.cat(targets), coverage
+    return values, torch.cat(targets), torch.cat(lists)
 
 
 def evaluate_next_item(
@@ -372,11 +425,14 @@ def evaluate_next_item(
         `"..._ci95"` beside every mean over users, and with `cold_items` the same ranking metrics and `num_users`
         under `"{protocol}_cold/..."` and `"{protocol}_warm/..."` (only `num_users`, 0, for a group without users);
         coverage@10 is the share of the catalog that appears in at least one user's top 10 (of the catalog for
-        `full`, of the user's candidates for `sampled`).
+        `full`, of the user's candidates for `sampled`), with its bootstrap interval ([`coverage_interval`]).
     """
-    values, targets, coverage = evaluate_users(model, dataset, protocol=protocol, **options)
+    values, targets, lists = evaluate_users(model, dataset, protocol=protocol, **options)
     metrics = summarize(values, protocol)
-    metrics[f"{protocol}/coverage@{COVERAGE_K}"] = coverage
+    name = f"{protocol}/coverage@{COVERAGE_K}"
+    metrics[name], metrics[name + CI_SUFFIX] = coverage_interval(
+        lists, model.config.vocab_size, model.config.num_special_tokens
+    )
     metrics[f"{protocol}/num_users"] = float(len(targets))
     if len(targets) < len(dataset):
         metrics[f"{protocol}/users_sampled_from"] = float(len(dataset))

@@ -29,7 +29,7 @@ from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerB
 from data_preprocess.atomic_files import atomic_write_text
 
 from .checkpoint_loading import record_item_vocabulary
-from .evaluation import PROTOCOLS, metrics_table
+from .evaluation import CI_SUFFIX, PROTOCOLS, metrics_table
 from .item_tokenizer import save_item_tokenizer
 from .pipeline_next_item import save_pipeline_code
 from .run_info import RUN_INFO_FILE, RunInfo
@@ -114,7 +114,8 @@ def protocol_description(protocol: str, run_info: RunInfo) -> str:
 
 
 def eval_results(by_protocol: dict[str, dict[str, float]], run_info: RunInfo) -> list[EvalResult]:
-    """The `model-index` entries of the test metrics: one `EvalResult` per protocol and metric (counts left out)."""
+    """The `model-index` entries of the test metrics: one `EvalResult` per protocol and metric (counts and interval
+    half-widths, which the card's table shows beside their metrics, left out)."""
     return [
         EvalResult(
             task_type=TASK_TYPE,
@@ -130,7 +131,7 @@ def eval_results(by_protocol: dict[str, dict[str, float]], run_info: RunInfo) ->
         )
         for protocol, metrics in by_protocol.items()
         for metric, value in metrics.items()
-        if metric not in COUNTS
+        if metric not in COUNTS and not metric.endswith(CI_SUFFIX)
     ]
 
 
@@ -162,8 +163,8 @@ def evaluation_section(by_protocol: dict[str, dict[str, float]], run_info: RunIn
     protocols = "\n".join(f"- {protocol_description(protocol, run_info)}" for protocol in by_protocol)
     of_dataset = f" of {run_info.dataset}" if run_info.dataset else ""
     return f"""Test split{of_dataset}: HR@K, NDCG@K, MRR and the share of the catalog in some user's top 10 \
-(coverage@10), over every test user (point estimates: the evaluator reports no confidence intervals). Ties count \
-against the model.
+(coverage@10), over every test user, each with the half-width of its 95% confidence interval where the run recorded \
+it (normal approximation over users; coverage: bootstrap over users). Ties count against the model.
 
 {table}
 

@@ -89,6 +89,7 @@ def test_coverage_counts_distinct_top10_items():
     metrics = evaluate_next_item(ScoreTable(scores), rows, exclude_history=True, batch_size=7)
     _, top10 = reference_metrics(scores.numpy(), rows, exclude_history=True)
     assert metrics["full/coverage@10"] == pytest.approx(len(top10) / (40 - NUM_SPECIAL))
+    assert 0 < metrics["full/coverage@10_ci95"] < metrics["full/coverage@10"]  # its bootstrap interval
 
 
 def test_ties_are_pessimistic():

@@ -8,6 +8,8 @@ from model_helpers import tiny_model
 from test_evaluation import ScoreTable, random_users
 
 from hf_sasrec.evaluation import (
+    Z_95,
+    coverage_interval,
     evaluate_next_item,
     evaluate_users,
     list_diversity,
@@ -43,6 +45,29 @@ def test_a_model_paired_with_itself_differs_by_exactly_zero():
     assert half_width > 0
     with pytest.raises(ValueError, match="same users"):
         paired_difference(first["mrr"], first["mrr"][:-1])
+
+
+def test_the_coverage_interval_is_the_bootstrap_spread_over_users():
+    # 50 users, lists of one item: user 0 alone lists item 5, every other user lists item 6; catalog of 10 items.
+    # A resample covers item 6 (all but surely) and item 5 when it draws user 0, with probability
+    # q = 1 - (1 - 1/50)^50: its coverage is (1 + Bernoulli(q)) / 10, of standard deviation sqrt(q (1 - q)) / 10.
+    lists = torch.tensor([[5]] + [[6]] * 49)
+    q = 1 - (1 - 1 / 50) ** 50
+    value, half_width = coverage_interval(lists, vocab_size=15, num_special_tokens=5, resamples=4000)
+    assert value == pytest.approx(2 / 10)
+    assert half_width == pytest.approx(Z_95 * math.sqrt(q * (1 - q)) / 10, rel=0.08)
+    # paired: the same lists with user 0 moved to item 6 differ by 1/10 in coverage, with the same spread
+    baseline = torch.tensor([[6]] * 50)
+    change, change_half_width = coverage_interval(lists, 15, 5, baseline=baseline, resamples=4000)
+    assert change == pytest.approx(1 / 10)
+    assert change_half_width == pytest.approx(half_width, rel=0.08)
+    # a model against itself: exactly 0, width 0; every user with the same list: no spread either
+    assert coverage_interval(lists, 15, 5, baseline=lists) == (0.0, 0.0)
+    assert coverage_interval(baseline, 15, 5) == (pytest.approx(1 / 10), 0.0)
+    # seeded: the same interval every call
+    assert coverage_interval(lists, 15, 5) == coverage_interval(lists, 15, 5)
+    with pytest.raises(ValueError, match="same users"):
+        coverage_interval(lists, 15, 5, baseline=baseline[:-1])
 
 
 def ranked_scores(rankings: list[list[int]], vocab_size: int) -> torch.Tensor:
