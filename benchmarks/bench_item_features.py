@@ -136,12 +136,16 @@ def run(command: list[str], log_file: Path) -> tuple[float, float]:
 
 
 def code_version() -> str:
-    """The commit of the checkout whose `hf_sasrec` runs, noting tracked files changed since; "unknown" outside git."""
+    """The commit of the checkout whose `hf_sasrec` runs, noting tracked files changed since (other than the results
+    under `benchmarks/results`, which benchmarks append to as they run); "unknown" outside git."""
     root = Path(hf_sasrec.__file__).resolve().parent.parent
     try:
         commit, changed = (
             subprocess.run(["git", "-C", str(root), *command], capture_output=True, text=True, check=True).stdout
-            for command in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "--untracked-files=no"])
+            for command in (
+                ["rev-parse", "--short", "HEAD"],
+                ["status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
+            )
         )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
