@@ -82,7 +82,8 @@ def summary(lines: list[dict]) -> str:
         f"`python benchmarks/bench_exposure.py`, code: {lines[-1]['code']}. Test split, full ranking over the whole "
         "catalog, history excluded, users in split order; changes are paired against the same model without "
         "re-ranking (weight 0), with their 95% interval over users; coverage ± its bootstrap interval, in brackets "
-        "its change relative to weight 0 (± its paired bootstrap interval, where recorded).",
+        "its change relative to weight 0 (± its paired bootstrap interval over the coverage at weight 0, where "
+        "recorded; intervals that take each list as fixed, a rough guide for this order-dependent re-ranker).",
         "",
         "| run | users | items | weight | NDCG@10 | NDCG@10 change | HR@10 | HR@10 change | coverage@10 |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -102,6 +102,14 @@ def build_preferences(script_args: DPOScriptArguments, data_dir: str, output_dir
 GOAL_METRICS = {"low-rated": "full/disliked@10", "popular": "full/popularity_percentile@10", "hard": "full/ndcg@10"}
 
 
+def comparison_row(
+    sft: tuple[float, float], dpo: tuple[float, float], change: tuple[float, float]
+) -> dict[str, float]:
+    """One metric's row of `side_by_side` from its three (value, half-width of the 95% interval) pairs."""
+    pairs = {"sft": sft, "dpo": dpo, "change": change}
+    return {name + suffix: pair[index] for name, pair in pairs.items() for index, suffix in enumerate(("", "_ci95"))}
+
+
 def side_by_side(
     before: tuple[dict[str, torch.Tensor], torch.LongTensor],
     after: tuple[dict[str, torch.Tensor], torch.LongTensor],
@@ -114,31 +122,20 @@ def side_by_side(
     catalog) with its bootstrap interval, the change on the same resamples (`coverage_interval`). `goal` comes
     first."""
     (before_values, before_lists), (after_values, after_lists) = before, after
-    table = {}
-    for name in before_values:
-        sft, sft_ci = mean_with_interval(before_values[name])
-        dpo, dpo_ci = mean_with_interval(after_values[name])
-        change, change_ci = paired_difference(after_values[name], before_values[name])
-        table[f"full/{name}"] = {
-            "sft": sft,
-            "sft_ci95": sft_ci,
-            "dpo": dpo,
-            "dpo_ci95": dpo_ci,
-            "change": change,
-            "change_ci95": change_ci,
-        }
-    catalog = (config.vocab_size, config.num_special_tokens)
-    sft, sft_ci = coverage_interval(before_lists, *catalog)
-    dpo, dpo_ci = coverage_interval(after_lists, *catalog)
-    change, change_ci = coverage_interval(after_lists, *catalog, baseline=before_lists)
-    table["full/coverage@10"] = {
-        "sft": sft,
-        "sft_ci95": sft_ci,
-        "dpo": dpo,
-        "dpo_ci95": dpo_ci,
-        "change": change,
-        "change_ci95": change_ci,
+    table = {
+        f"full/{name}": comparison_row(
+            mean_with_interval(before_values[name]),
+            mean_with_interval(after_values[name]),
+            paired_difference(after_values[name], before_values[name]),
+        )
+        for name in before_values
     }
+    catalog = (config.vocab_size, config.num_special_tokens)
+    table["full/coverage@10"] = comparison_row(
+        coverage_interval(before_lists, *catalog),
+        coverage_interval(after_lists, *catalog),
+        coverage_interval(after_lists, *catalog, baseline=before_lists),
+    )
     return {name: table[name] for name in sorted(table, key=lambda name: name != goal)}
 
 

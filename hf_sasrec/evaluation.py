@@ -30,10 +30,13 @@ Intervals: every metric that is a mean over users also reports `{metric}_ci95`, 
 interval under the normal approximation over users (1.96 standard errors: the users are the independent units).
 Coverage is a property of the whole set of lists, not a mean over users: its `coverage@10_ci95` is 1.96 times its
 bootstrap standard error over users (`COVERAGE_RESAMPLES` resamples of the users with replacement, seeded), around
-the observed coverage ([`coverage_interval`]). [`evaluate_users`] returns the per-user values and lists, so that two
-models evaluated on the same users compare by their paired difference ([`paired_difference`]; for coverage,
-`coverage_interval(lists, baseline=...)` on the same resamples), whose interval is far narrower than the two
-intervals side by side.
+the observed coverage ([`coverage_interval`]). It is an approximation: a resample repeats some users and leaves
+others out, so its coverage is lower than the observed one (hence the interval sits around the observed value, not at
+the resamples' percentiles), and each user's list is taken as fixed, which is not the variability of a re-ranker
+whose lists depend on the users ranked before (`ExposurePenalty`). [`evaluate_users`] returns the per-user values
+and lists, so that two models evaluated on the same users compare by their paired difference
+([`paired_difference`]; for coverage, `coverage_interval(lists, baseline=...)` on the same resamples), whose
+interval is far narrower than the two intervals side by side.
 
 Ties are counted pessimistically: the rank of the target is the number of other candidates scoring at least as high,
 so a model that gives every item the same score ranks every target last. Users are scored in chunks of `batch_size`:
@@ -57,7 +60,8 @@ K_VALUES = (1, 5, 10, 20)
 Z_95 = 1.959963984540054  # the standard normal quantile of 0.975
 CI_SUFFIX = "_ci95"
 COVERAGE_RESAMPLES = 200
-# bootstrap of coverage: at most this many entries in one `[items, resamples]` block.
+# bootstrap of coverage: resamples drawn at once, so that a `[resamples, vocab_size]` block and the weights of the
+# list entries `[resamples, num_users * k]` hold about this many numbers (one resample a block at least).
 COVERAGE_BLOCK = 20_000_000
 
 
@@ -200,6 +204,8 @@ def coverage_interval(
     interval: 1.96 standard deviations of the statistic over `resamples` bootstrap resamples of the users (the same
     resamples for both lists; drawn with `seed`). A model compared with itself gets 0 with an interval of width 0."""
     groups = [lists] if baseline is None else [lists, baseline]
+    if resamples < 2:
+        raise ValueError(f"coverage_interval needs at least 2 resamples, got {resamples}.")
     if baseline is not None and baseline.shape != lists.shape:
         raise ValueError(
             f"Paired lists must cover the same users: shapes {tuple(lists.shape)}, {tuple(baseline.shape)}."
@@ -311,7 +317,7 @@ def evaluate_users(
     disliked_items: Mapping[str, Sequence[int]] | None = None,
     rerank: Callable[[torch.Tensor, Sequence[dict]], torch.Tensor] | None = None,
     max_users: int | None = None,
-) -> tuple[dict[str, torch.Tensor], torch.LongTensor, float]:
+) -> tuple[dict[str, torch.Tensor], torch.LongTensor, torch.LongTensor]:
     """Rank every user of `dataset` (see the module docstring for the protocols) and return the per-user values
     behind [`evaluate_next_item`].
 
@@ -482,12 +488,15 @@ def metrics_table(metrics: dict[str, float], prefix: str = "") -> str:
     ]
     for protocol, values in rows.items():
         cells = [format_cell(values, metric) for metric in columns]
-        lines.append(f"| {prefix}{protocol} | {int(values.get('num_users', 0))} | " + " | ".join(cells) + " |")
+        users = format_cell(values, "num_users")  # empty where not recorded (a DPO run's before/after table)
+        lines.append(f"| {prefix}{protocol} | {users} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 __all__ = [
     "PROTOCOLS",
+    "coverage",
+    "coverage_interval",
     "evaluate_next_item",
     "evaluate_users",
     "mean_with_interval",

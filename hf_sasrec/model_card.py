@@ -45,8 +45,12 @@ TASK_TYPE, TASK_NAME = "sequential-recommendation", "Next-item recommendation"
 TEST_SPLIT = "test"
 # A test metric of a run's metrics: `test_full/hr@10` (SFT's metrics.json), `test/full/hr@10` (nested), or the
 # aligned model's side of DPO's before/after entries (`test/full/hr@10/dpo`).
-TEST_METRIC = re.compile(rf"{TEST_SPLIT}[_/](?P<protocol>{'|'.join(PROTOCOLS)})/(?P<metric>[^/]+?)(?:/dpo)?")
-COUNTS = ("num_users",)  # recorded with the metrics, but counts: shown as the table's users column only
+# an SFT run's `test_full/hr@10` (and `..._ci95`), or a DPO run's `test/full/hr@10/dpo` (and `.../dpo_ci95`)
+TEST_METRIC = re.compile(
+    rf"{TEST_SPLIT}[_/](?P<protocol>{'|'.join(PROTOCOLS)})/(?P<metric>[^/]+?)(?:/dpo(?P<interval>{CI_SUFFIX})?)?"
+)
+# recorded with the metrics, but counts: in the table as counts, never in the model-index
+COUNTS = ("num_users", "disliked_users", "users_sampled_from")
 # Placeholders of the usage snippet (raw item keys, and TiSASRec's times), oldest first.
 EXAMPLE_HISTORIES = [["item_a", "item_b", "item_c"], ["item_d"]]
 EXAMPLE_TIMES = [[100, 160, 400], [9]]
@@ -85,7 +89,7 @@ def metrics_of_test_split(metrics: Mapping) -> dict[str, dict[str, float]]:
     for name, value in flat_metrics(metrics).items():
         match = TEST_METRIC.fullmatch(name)
         if match:
-            by_protocol.setdefault(match["protocol"], {})[match["metric"]] = value
+            by_protocol.setdefault(match["protocol"], {})[match["metric"] + (match["interval"] or "")] = value
     return by_protocol
 
 

@@ -349,6 +349,9 @@ def test_run_builds_pairs_and_writes_model_tokenizer_and_side_by_side_metrics(tm
     ndcg = saved["test"]["full/ndcg@10"]
     assert ndcg.keys() == {"sft", "sft_ci95", "dpo", "dpo_ci95", "change", "change_ci95"}
     assert ndcg["change"] == pytest.approx(ndcg["dpo"] - ndcg["sft"]) and ndcg["change_ci95"] >= 0
+    coverage = saved["test"]["full/coverage@10"]  # with its bootstrap intervals, the change paired
+    assert coverage.keys() == ndcg.keys() and coverage["change"] == pytest.approx(coverage["dpo"] - coverage["sft"])
+    assert coverage["sft_ci95"] > 0 and coverage["dpo_ci95"] > 0
     assert next(iter(saved["test"])) == "full/popularity_percentile@10"  # the popular source's goal comes first
     assert saved["test"] == metrics["test"]
     assert saved["test"]["full/mrr"]["sft"] != saved["test"]["full/mrr"]["dpo"]

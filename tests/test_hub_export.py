@@ -26,6 +26,7 @@ SFT_METRICS = {
     "epochs": 22.0,
     "valid_full/hr@10": 0.9999,
     "test_full/hr@10": 0.1234,
+    "test_full/hr@10_ci95": 0.0211,
     "test_full/ndcg@10": 0.0567,
     "test_full/mrr": 0.04,
     "test_full/num_users": 943.0,
@@ -132,7 +133,7 @@ def test_model_card_holds_the_test_metrics_as_model_index(tmp_path):
 def test_model_card_shows_a_curated_table_the_split_and_the_plain_transformers_recipe(tmp_path):
     body = card_of(tmp_path, metrics=SFT_METRICS).text
     assert "| protocol | users | hr@10 | ndcg@10 | mrr |" in body
-    assert "| full | 943 | 0.1234 | 0.0567 | 0.0400 |" in body and "| sampled | 943 | 0.5000 |  |  |" in body
+    assert "| full | 943 | 0.1234 ± 0.0211 | 0.0567 | 0.0400 |" in body and "| sampled | 943 | 0.5000 |  |  |" in body
     for left_out in ("train_total_flos", "global_step", "epochs", "0.9999", "valid_full"):
         assert left_out not in body
     assert "Leave-one-out (SASRec's protocol)" in body and "history items are removed from the ranking" in body
@@ -144,9 +145,14 @@ def test_model_card_shows_a_curated_table_the_split_and_the_plain_transformers_r
 
 
 def test_model_card_of_a_dpo_run_reports_the_aligned_model(tmp_path):
-    dpo_metrics = {"test": {"full/hr@10": {"sft": 0.1, "dpo": 0.125, "change": 0.025}}, "num_pairs": 900}
-    [result] = card_of(tmp_path, metrics=dpo_metrics).data.eval_results
+    dpo_metrics = {
+        "test": {"full/hr@10": {"sft": 0.1, "dpo": 0.125, "dpo_ci95": 0.03, "change": 0.025, "change_ci95": 0.01}},
+        "num_pairs": 900,
+    }
+    card = card_of(tmp_path, metrics=dpo_metrics)
+    [result] = card.data.eval_results  # the interval is in the table, not a metric of the model-index
     assert (result.metric_type, result.metric_value) == ("hr@10", pytest.approx(0.125))
+    assert "| full |  | 0.1250 ± 0.0300 |" in card.text  # its users were not recorded
 
 
 def test_model_card_without_metrics_or_index_says_so(tmp_path):

@@ -7,8 +7,10 @@ import torch
 from model_helpers import tiny_model
 from test_evaluation import ScoreTable, random_users
 
+from hf_sasrec import evaluation
 from hf_sasrec.evaluation import (
     Z_95,
+    coverage,
     coverage_interval,
     evaluate_next_item,
     evaluate_users,
@@ -68,6 +70,25 @@ def test_the_coverage_interval_is_the_bootstrap_spread_over_users():
     assert coverage_interval(lists, 15, 5) == coverage_interval(lists, 15, 5)
     with pytest.raises(ValueError, match="same users"):
         coverage_interval(lists, 15, 5, baseline=baseline[:-1])
+
+
+@pytest.mark.parametrize("block", [None, 3 * 40])  # all resamples at once; 3 a block (vocab_size 40)
+def test_the_coverage_bootstrap_resamples_whole_lists_of_users(block, monkeypatch):
+    if block is not None:
+        monkeypatch.setattr(evaluation, "COVERAGE_BLOCK", block)
+    lists = torch.randint(NUM_SPECIAL, 40, (12, 4), generator=torch.Generator().manual_seed(1))
+    baseline = torch.randint(NUM_SPECIAL, 40, (12, 4), generator=torch.Generator().manual_seed(2))
+    # the resamples coverage_interval draws (seed 0), each one computed from the lists of the users it draws
+    drawn = torch.randint(12, (50, 12), generator=torch.Generator().manual_seed(0))
+    resampled = torch.tensor([coverage(lists[users], 40, NUM_SPECIAL) for users in drawn], dtype=torch.double)
+    paired = resampled - torch.tensor([coverage(baseline[users], 40, NUM_SPECIAL) for users in drawn])
+    value, half_width = coverage_interval(lists, 40, NUM_SPECIAL, resamples=50)
+    assert value == coverage(lists, 40, NUM_SPECIAL) and half_width == pytest.approx(Z_95 * resampled.std().item())
+    change, change_half_width = coverage_interval(lists, 40, NUM_SPECIAL, baseline=baseline, resamples=50)
+    assert change == pytest.approx(value - coverage(baseline, 40, NUM_SPECIAL))
+    assert change_half_width == pytest.approx(Z_95 * paired.std().item())
+    with pytest.raises(ValueError, match="at least 2 resamples"):
+        coverage_interval(lists, 40, NUM_SPECIAL, resamples=1)
 
 
 def ranked_scores(rankings: list[list[int]], vocab_size: int) -> torch.Tensor:
