@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from bench_item_features import code_version, run, seeds_interval
+from bench_item_features import code_version, run, seeds_interval, write_summary
 from transformers import AutoModelForCausalLM
 
 from data_preprocess.dislikes import load_dislikes
@@ -147,14 +147,17 @@ def catalog_coverage(model, lists: torch.LongTensor) -> float:
 
 
 class ScoreRecorder:
-    """A re-ranker that changes nothing and keeps what it is given: the scores of every user (`[users, vocab_size]`,
-    excluded items at -inf) and their rows, in the order evaluated."""
+    """A re-ranker that applies `rerank` (if any) and keeps the scores it ranks by: those of every user
+    (`[users, vocab_size]`, excluded items at -inf) and their rows, in the order evaluated."""
 
-    def __init__(self):
+    def __init__(self, rerank=None):
+        self.rerank = rerank
         self.batches: list[torch.Tensor] = []
         self.rows: list[dict] = []
 
     def __call__(self, scores: torch.Tensor, rows: list[dict]) -> torch.Tensor:
+        if self.rerank is not None:
+            scores = self.rerank(scores, rows)
         self.batches.append(scores)
         self.rows.extend(rows)
         return scores
@@ -337,12 +340,6 @@ def sweep(work: Path, data_dir: Path, splits, valid, output: Path) -> None:
     output.write_text("\n".join(out) + "\n")
 
 
-def write_summary(results: Path) -> None:
-    """`summary` of the JSON lines of `results`, into the `.md` beside it."""
-    lines = [json.loads(text) for text in results.read_text().splitlines() if text.strip()]
-    results.with_suffix(".md").write_text(summary(lines))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -353,7 +350,7 @@ def main() -> None:
     parser.add_argument("--summarize", action="store_true", help="only write the summary of the results file")
     args = parser.parse_args()
     if args.summarize:
-        write_summary(args.output)
+        write_summary(args.output, summary)
         return
     logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)
     (args.work / "runs").mkdir(parents=True, exist_ok=True)
@@ -375,29 +372,24 @@ def main() -> None:
         for arm in args.arms:
             kind, spec, options = ARMS[arm]
             extra: dict = {}
+            rerank = None
             if kind == "sft" and spec is None:
                 evaluated = sft
             elif kind == "sft":
                 model = AutoModelForCausalLM.from_pretrained(train_sft(data_dir, args.work, seed, arm, spec)).eval()
-                recorder = ScoreRecorder()
-                evaluated = evaluate(model, test, test_inputs, recorder)
-                demotion = sft_scores - recorder.scores()
                 extra = {"unlikelihood_weight": float(spec)}
             elif kind == "dpo":
                 run_dir, seconds = train_dpo(arm, spec, options, sft_dir, args.work, seed)
                 model = AutoModelForCausalLM.from_pretrained(run_dir).eval()
-                recorder = ScoreRecorder()
-                evaluated = evaluate(model, test, test_inputs, recorder)
-                demotion = sft_scores - recorder.scores()
                 extra = {"dpo_s": seconds, "config": spec, "options": options}
             else:
                 weight, trace = choose_weight(spec, sft_model, data_dir, valid, valid_inputs)
-                rerank = reranker(spec, sft_model, data_dir, test_inputs["item_counts"], weight)
-                evaluated = evaluate(sft_model, test, test_inputs, rerank)
-                fresh = reranker(spec, sft_model, data_dir, test_inputs["item_counts"], weight)
-                demotion = sft_scores - fresh(sft_scores.clone(), rows)
+                model, rerank = sft_model, reranker(spec, sft_model, data_dir, test_inputs["item_counts"], weight)
                 extra = {"weight": weight, "selection": trace}
             if arm != "sft":
+                recorder = ScoreRecorder(rerank)
+                evaluated = evaluate(model, test, test_inputs, recorder)
+                demotion = sft_scores - recorder.scores()
                 extra["separation"] = separation(demotion, sft_scores, rows, test_inputs["disliked_items"])
             catalog = (vocab_size, sft_model.config.num_special_tokens)
             line = record(arm, seed, evaluated, sft, catalog, extra)
@@ -410,7 +402,7 @@ def main() -> None:
                 line["ndcg@10"]["mean"],
                 line["disliked@10"]["mean"],
             )
-    write_summary(args.output)
+    write_summary(args.output, summary)
 
 
 if __name__ == "__main__":

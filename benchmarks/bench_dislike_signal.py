@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 from bench_alignment import ROOT, SEPARATION_TOP, ScoreRecorder, evaluate, prepare_data, separation, train_sft
-from bench_item_features import code_version
+from bench_item_features import code_version, write_summary
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
@@ -52,17 +52,13 @@ Ratings = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def training_ratings(
-    data_dir: Path, rows: list[dict], valid_rows: list[dict], tokenizer: PreTrainedTokenizerFast
+    rows: list[dict], valid_rows: list[dict], dislikes: dict[str, dict], tokenizer: PreTrainedTokenizerFast
 ) -> Ratings:
     """Every rating of the embedded MovieLens-100K a model may train on, users indexed as `rows` (the test split's):
-    not a user's test target (the last item of its row in `rows`) or validation target (of `valid_rows`), not a
-    held-out dislike; ratings of users or items outside the data folder are left out, and counted in the log."""
-    held_out = {
-        (user, item)
-        for part in ("valid", "test")
-        for user, items in load_dislikes(data_dir, part).items()
-        for item in items
-    }
+    not a user's test target (the last item of its row in `rows`) or validation target (of `valid_rows`), not one of
+    the held-out `dislikes` (`{part: {user: [token ids]}}`); ratings of users or items outside the data folder are
+    left out, and counted in the log."""
+    held_out = {(user, item) for part in dislikes.values() for user, items in part.items() for item in items}
     user_index = {str(row["user_id"]): index for index, row in enumerate(rows)}
     held_out |= {(str(row["user_id"]), row["item_ids"][-1]) for row in [*rows, *valid_rows]}
     frame = read_interactions(embedded_movielens(), "atomic").frame
@@ -127,11 +123,12 @@ def tenth_split(ratings: Ratings) -> tuple[Ratings, Ratings]:
     return tuple(part[rest] for part in ratings), tuple(part[tenth] for part in ratings)
 
 
-def ranked(model: PreTrainedModel, split: Dataset, inputs: dict) -> tuple[torch.Tensor, list[dict]]:
-    """The SFT model's scores of every user of `split` (`[users, vocab_size]`, excluded items at -inf), its rows."""
+def ranked(model: PreTrainedModel, split: Dataset, inputs: dict) -> torch.Tensor:
+    """The SFT model's scores of every user of `split`, in the split's order (`[users, vocab_size]`, excluded items
+    at -inf)."""
     recorder = ScoreRecorder()
     evaluate(model, split, inputs, recorder)
-    return recorder.scores(), recorder.rows
+    return recorder.scores()
 
 
 def aligned(values: torch.Tensor, rows: list[dict], reference: list[dict]) -> torch.Tensor:
@@ -182,17 +179,18 @@ def main() -> None:
     splits, _, _ = load_processed_data(str(data_dir))
     valid, test = (drop_short_rows(splits[name], name) for name in ("valid", "test"))
     tokenizer = PreTrainedTokenizerFast.from_pretrained(data_dir / "tokenizer")
+    rows, valid_rows = list(test), list(valid)
+    dislikes = {name: load_dislikes(data_dir, name) for name in ("valid", "test")}
+    ratings = training_ratings(rows, valid_rows, dislikes, tokenizer)
     for seed in args.seeds:
         model = AutoModelForCausalLM.from_pretrained(train_sft(data_dir, args.work, seed)).eval()
         vocab_size = model.config.vocab_size
         inputs = {
             name: beyond_accuracy_inputs(data_dir, name, splits["train"], vocab_size) for name in ("valid", "test")
         }
-        (valid_scores, valid_rows), (test_scores, rows) = (
+        valid_scores, test_scores = (
             ranked(model, split, inputs[name]) for name, split in (("valid", valid), ("test", test))
         )
-        dislikes = {name: load_dislikes(data_dir, name) for name in ("valid", "test")}
-        ratings = training_ratings(data_dir, rows, valid_rows, tokenizer)
         counts = inputs["test"]["item_counts"].float()
         signals = {
             "popularity": (torch.log1p(counts).expand(len(rows), -1), ""),
@@ -240,8 +238,7 @@ def main() -> None:
             logger.info("seed %d %s: top %.3f, all %.3f", seed, signal, line["top"]["auc"], line["all"]["auc"])
             with args.output.open("a") as file:
                 file.write(json.dumps(line) + "\n")
-    recorded = [json.loads(text) for text in args.output.read_text().splitlines() if text.strip()]
-    args.output.with_suffix(".md").write_text(summary(recorded))
+    write_summary(args.output, summary)
 
 
 if __name__ == "__main__":

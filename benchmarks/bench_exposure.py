@@ -17,7 +17,7 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench_item_features import code_version
+from bench_item_features import code_version, write_summary
 
 from hf_sasrec.checkpoint_loading import load_checkpoint
 from hf_sasrec.evaluation import coverage, coverage_interval, evaluate_users, mean_with_interval, paired_difference
@@ -111,8 +111,7 @@ def main() -> None:
     for run in args.runs:
         with args.output.open("a") as file:
             file.writelines(json.dumps(line) + "\n" for line in run_lines(run, args.weights))
-    lines = [json.loads(text) for text in args.output.read_text().splitlines() if text.strip()]
-    args.output.with_suffix(".md").write_text(summary(lines))
+    write_summary(args.output, summary)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -368,6 +369,13 @@ def user_intervals(arm: str, seed: int, inputs: Inputs, record: dict) -> dict[st
     for name in REPORTED:
         intervals[f"{name}_vs_id"], intervals[f"{name}_vs_id_ci95"] = paired_difference(values[name], base[name])
     return intervals
+
+
+def write_summary(results: Path, summarize: Callable[[list[dict]], str]) -> None:
+    """`summarize` of the records of the JSON-lines file `results` (a benchmark's, one record a line, appended as its
+    runs end), written to the `.md` beside it."""
+    lines = [json.loads(text) for text in results.read_text().splitlines() if text.strip()]
+    results.with_suffix(".md").write_text(summarize(lines))
 
 
 def seeds_interval(half_widths: list[float]) -> float:

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from bench_item_features import write_summary
 from bench_train_speed import BATCH, PAPER, training_batches
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
@@ -171,8 +172,7 @@ def main() -> None:
                 print(json.dumps({key: value for key, value in record.items() if key != "flops_by_operator"}))
                 with args.output.open("a") as file:
                     file.write(json.dumps(record) + "\n")
-    lines = [json.loads(text) for text in args.output.read_text().splitlines() if text.strip()]
-    args.output.with_suffix(".md").write_text(summary(lines))
+    write_summary(args.output, summary)
     if args.profile:
         for variant in ("sasrec", "mhc"):
             batches = training_batches(args.data, args.batches - 5, False, "group_by_length")
